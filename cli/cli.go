@@ -1,0 +1,280 @@
+// Package cli implements nodeha's commands: parsing arguments and settings
+// and calling into the packages that do the work. Exit codes: 0 success,
+// 1 failure or unhealthy, 2 bad usage or settings.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nodeha/nodeha/config"
+	"github.com/nodeha/nodeha/health"
+	"github.com/nodeha/nodeha/spilo"
+	"github.com/nodeha/nodeha/supervisor"
+)
+
+// Version is stamped at build time with -ldflags "-X github.com/nodeha/nodeha/cli.Version=...".
+var Version = "dev"
+
+const usage = `usage: nodeha <command> [flags]
+
+commands:
+  run        run this host: etcd member, postgres.yml, Spilo container, health socket
+  status     show this host's health (--json for the full report)
+  render     print the postgres.yml this host would run (--container: the container spec)
+  dsn        print the libpq connection string for all hosts
+  version    print the version
+
+Every setting is a NODEHA_* environment variable and a flag; flags win.
+Run 'nodeha <command> -h' for the flags.
+`
+
+// exitError carries an exit code.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+// Main runs the command in args and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmds := map[string]func([]string, io.Writer, io.Writer) error{
+		"run": cmdRun, "status": cmdStatus, "render": cmdRender, "dsn": cmdDSN, "version": cmdVersion,
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		fmt.Fprintf(stderr, "nodeha: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+	err := cmd(args[1:], stdout, stderr)
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ee *exitError
+	code := 1
+	if errors.As(err, &ee) {
+		code = ee.code
+		err = ee.err
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "nodeha: %v\n", err)
+	}
+	return code
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("nodeha "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// load reads settings and flags; validate runs Validate and marks its
+// problems as bad settings (exit 2).
+func load(fs *flag.FlagSet, args []string, validate bool) (*config.Config, error) {
+	cfg, err := config.Load(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, &exitError{2, err}
+	}
+	if fs.NArg() > 0 {
+		return nil, &exitError{2, fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	if validate {
+		if err := cfg.Validate(); err != nil {
+			return nil, &exitError{2, err}
+		}
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if os.Getenv("INVOCATION_ID") != "" { // under systemd: journald adds the time
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	cfg, err := load(fs, args, true)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	supervisor.Version = Version
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// SIGUSR2: exit leaving PostgreSQL running, for an upgrade of the binary.
+	detach := make(chan struct{})
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	go func() {
+		if _, ok := <-usr2; ok {
+			close(detach)
+		}
+	}()
+	defer signal.Stop(usr2)
+	return supervisor.Run(ctx, cfg, log, detach)
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("status", stderr)
+	asJSON := fs.Bool("json", false, "print the full health report as JSON")
+	cfg, err := load(fs, args, false)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rep, err := health.Get(ctx, cfg.Socket)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+	} else {
+		printStatus(stdout, rep)
+	}
+	if !rep.Healthy {
+		return &exitError{1, nil}
+	}
+	return nil
+}
+
+func printStatus(w io.Writer, r health.Report) {
+	verdict := "healthy"
+	if !r.Healthy {
+		verdict = "UNHEALTHY: " + strings.Join(r.Reasons, "; ")
+	}
+	fmt.Fprintf(w, "node      %s (%s), scope %s: %s\n", r.Name, r.Address, r.Scope, verdict)
+	if e := r.Etcd; e != nil {
+		role := "follower"
+		if e.Leader {
+			role = "leader"
+		}
+		if e.Learner {
+			role = "learner"
+		}
+		q := "quorum"
+		if !e.HasQuorum {
+			q = "NO QUORUM"
+		}
+		fmt.Fprintf(w, "etcd      member %s %s, %s, %d voting of %d members\n", e.Name, role, q, e.Voters, len(e.Members))
+	}
+	c := r.Container
+	line := fmt.Sprintf("container %s %s, restarts %d", c.Name, c.State, c.Restarts)
+	if c.LastExitCode != nil {
+		line += fmt.Sprintf(", last exit %d at %s", *c.LastExitCode, c.LastExitAt.Format(time.RFC3339))
+	}
+	fmt.Fprintln(w, line)
+	if p := r.Patroni; p != nil {
+		if !p.Reachable {
+			fmt.Fprintf(w, "patroni   not answering\n")
+		} else {
+			lag := "lag unknown"
+			if p.LagBytes >= 0 {
+				lag = fmt.Sprintf("lag %d bytes", p.LagBytes)
+			}
+			fmt.Fprintf(w, "patroni   %s, %s, timeline %d, %s\n", p.Role, p.State, p.Timeline, lag)
+		}
+	}
+}
+
+func cmdRender(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("render", stderr)
+	asContainer := fs.Bool("container", false, "print the container spec as JSON instead (no secrets)")
+	cfg, err := load(fs, args, true)
+	if err != nil {
+		return err
+	}
+	file, err := spilo.Render(cfg)
+	if err != nil {
+		return err
+	}
+	if !*asContainer {
+		_, err = stdout.Write(file)
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(spilo.NewSpec(cfg, file))
+}
+
+func cmdDSN(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("dsn", stderr)
+	readOnly := fs.Bool("read-only", false, "prefer standbys (target_session_attrs=prefer-standby)")
+	user := fs.String("user", "", "user name to put in the string (no password is ever printed)")
+	dbname := fs.String("dbname", "postgres", "database name")
+	cfg, err := load(fs, args, false)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Peers) == 0 {
+		return &exitError{2, errors.New("NODEHA_PEERS (--peers): is required: the address of every host of the cluster")}
+	}
+	fmt.Fprintln(stdout, DSN(cfg.Peers, cfg.PostgresPort, *user, *dbname, *readOnly))
+	return nil
+}
+
+// DSN is the libpq multi-host URL for hosts. The seed's pg_hba accepts
+// remote clients only over TLS, hence sslmode=require.
+func DSN(hosts []string, port int, user, dbname string, readOnly bool) string {
+	hp := make([]string, len(hosts))
+	for i, h := range hosts {
+		hp[i] = config.HostPort(h, port)
+	}
+	attrs := "read-write"
+	if readOnly {
+		attrs = "prefer-standby"
+	}
+	q := url.Values{}
+	q.Set("target_session_attrs", attrs)
+	q.Set("sslmode", "require")
+	q.Set("connect_timeout", "3")
+	u := "postgresql://"
+	if user != "" {
+		u += url.PathEscape(user) + "@"
+	}
+	return u + strings.Join(hp, ",") + "/" + url.PathEscape(dbname) + "?" + q.Encode()
+}
+
+func cmdVersion(args []string, stdout, stderr io.Writer) error {
+	fmt.Fprintf(stdout, "nodeha %s\n", Version)
+	return nil
+}

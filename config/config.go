@@ -1,0 +1,340 @@
+// Package config owns nodeha's settings: the NODEHA_* environment (read with
+// envconfig), the equivalent command-line flags (flags win), their defaults,
+// the resolution of the advertise address from a go-sockaddr template, and a
+// single Validate that reports every problem at once.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-sockaddr/template"
+	"github.com/kelseyhightower/envconfig"
+)
+
+// DefaultImage is the Spilo image the seed recipe runs.
+const DefaultImage = "ghcr.io/zalando/spilo-15:3.0-p1"
+
+// Config is every setting of a nodeha host. Field tags give the environment
+// variable (NODEHA_ + envconfig name), the flag, the default and the help
+// text shown by --help and in the README's settings table.
+type Config struct {
+	Name      string   `envconfig:"NAME" flag:"name" desc:"Patroni member name of this host (default: the hostname)"`
+	Peers     []string `envconfig:"PEERS" flag:"peers" desc:"comma-separated addresses of every host of the cluster, this host included"`
+	Advertise string   `envconfig:"ADVERTISE" flag:"advertise" default:"{{ GetPrivateIP }}" desc:"this host's address: an IP or a go-sockaddr template resolving to exactly one address"`
+	Scope     string   `envconfig:"SCOPE" flag:"scope" default:"postgres-patroni" desc:"Patroni scope (cluster name); the etcd keys live under /service/SCOPE"`
+	Image     string   `envconfig:"IMAGE" flag:"image" default:"ghcr.io/zalando/spilo-15:3.0-p1" desc:"Spilo image to run"`
+
+	SuperuserPassword   string `envconfig:"SUPERUSER_PASSWORD" flag:"superuser-password" secret:"true" desc:"password of the PostgreSQL superuser postgres (required)"`
+	ReplicationPassword string `envconfig:"REPLICATION_PASSWORD" flag:"replication-password" secret:"true" desc:"password of the replication user replicator (required)"`
+	RewindPassword      string `envconfig:"REWIND_PASSWORD" flag:"rewind-password" secret:"true" desc:"password of the rewind user (required)"`
+	RestAPIPassword     string `envconfig:"RESTAPI_PASSWORD" flag:"restapi-password" secret:"true" desc:"password of the Patroni REST API user postgres (required)"`
+
+	DataDir        string `envconfig:"DATA_DIR" flag:"data-dir" default:"/var/lib/nodeha" desc:"nodeha's state: etcd/ (the etcd member) and spilo/ (mounted on the container's /run, holds postgres.yml)"`
+	PostgresDir    string `envconfig:"POSTGRES_DIR" flag:"postgres-dir" default:"/var/lib/postgresql/data" desc:"host directory mounted on the container's /var/lib/postgresql/data (PGDATA is pgdata/ inside)"`
+	LogDir         string `envconfig:"LOG_DIR" flag:"log-dir" default:"/var/log/postgresql" desc:"host directory mounted on the container's /var/log/postgresql"`
+	Socket         string `envconfig:"SOCKET" flag:"socket" default:"/run/nodeha/nodeha.sock" desc:"health socket (HTTP over a unix socket, mode 0660)"`
+	PatroniOverlay string `envconfig:"PATRONI_OVERLAY" flag:"patroni-overlay" desc:"YAML file deep-merged over the rendered postgres.yml (maps merge, lists and scalars replace)"`
+
+	DockerHost    string        `envconfig:"DOCKER_HOST" flag:"docker-host" default:"unix:///var/run/docker.sock" desc:"Docker Engine API address"`
+	ContainerName string        `envconfig:"CONTAINER_NAME" flag:"container-name" default:"nodeha-spilo" desc:"name of the Spilo container"`
+	NetworkMode   string        `envconfig:"NETWORK_MODE" flag:"network-mode" default:"host" desc:"network mode of the Spilo container (host in production; container:NAME in tests)"`
+	StopTimeout   time.Duration `envconfig:"STOP_TIMEOUT" flag:"stop-timeout" default:"120s" desc:"how long Patroni gets to stop PostgreSQL before the container is killed"`
+	ShmSizeMB     int           `envconfig:"SHM_SIZE_MB" flag:"shm-size-mb" default:"1024" desc:"size of the container's /dev/shm in MiB"`
+	PostgresUID   int           `envconfig:"POSTGRES_UID" flag:"postgres-uid" default:"101" desc:"uid of the postgres user inside the image; owns the host directories"`
+	PostgresGID   int           `envconfig:"POSTGRES_GID" flag:"postgres-gid" default:"103" desc:"gid of the postgres group inside the image"`
+
+	EtcdClientPort int           `envconfig:"ETCD_CLIENT_PORT" flag:"etcd-client-port" default:"2379" desc:"etcd client port (advertise address and 127.0.0.1)"`
+	EtcdPeerPort   int           `envconfig:"ETCD_PEER_PORT" flag:"etcd-peer-port" default:"2380" desc:"etcd peer port (advertise address)"`
+	EtcdHeartbeat  time.Duration `envconfig:"ETCD_HEARTBEAT" flag:"etcd-heartbeat" default:"200ms" desc:"etcd heartbeat interval"`
+	EtcdElection   time.Duration `envconfig:"ETCD_ELECTION_TIMEOUT" flag:"etcd-election-timeout" default:"2s" desc:"etcd election timeout"`
+	EtcdCompaction string        `envconfig:"ETCD_AUTO_COMPACTION" flag:"etcd-auto-compaction" default:"1h" desc:"etcd periodic auto-compaction retention"`
+	PostgresPort   int           `envconfig:"POSTGRES_PORT" flag:"postgres-port" default:"5432" desc:"PostgreSQL port"`
+	RestAPIPort    int           `envconfig:"RESTAPI_PORT" flag:"restapi-port" default:"8008" desc:"Patroni REST API port"`
+	LogLevel       string        `envconfig:"LOG_LEVEL" flag:"log-level" default:"info" desc:"debug, info, warn or error"`
+
+	// AdvertiseIP is Advertise resolved; set by Validate.
+	AdvertiseIP netip.Addr `ignored:"true"`
+}
+
+// Load reads the environment, then parses args with flags for every setting
+// registered on fs; a flag given on the command line wins over the
+// environment. It does not validate.
+func Load(fs *flag.FlagSet, args []string) (*Config, error) {
+	var c Config
+	if err := envconfig.Process("nodeha", &c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if c.Name == "" {
+		c.Name, _ = os.Hostname()
+	}
+	c.Register(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	c.Peers = splitList(c.Peers)
+	return &c, nil
+}
+
+// Register binds a flag to every field of c, with c's current values as the
+// defaults.
+func (c *Config) Register(fs *flag.FlagSet) {
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name := f.Tag.Get("flag")
+		if name == "" {
+			continue
+		}
+		usage := f.Tag.Get("desc") + " (NODEHA_" + f.Tag.Get("envconfig") + ")"
+		switch p := v.Field(i).Addr().Interface().(type) {
+		case *string:
+			fs.StringVar(p, name, *p, usage)
+		case *int:
+			fs.IntVar(p, name, *p, usage)
+		case *time.Duration:
+			fs.DurationVar(p, name, *p, usage)
+		case *[]string:
+			fs.Func(name, usage, func(s string) error { *p = splitList([]string{s}); return nil })
+		}
+	}
+}
+
+// Setting describes one setting for documentation.
+type Setting struct {
+	Env, Flag, Default, Desc string
+	Secret                   bool
+}
+
+// Settings lists every setting in declaration order.
+func Settings() []Setting {
+	t := reflect.TypeOf(Config{})
+	var out []Setting
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.Tag.Get("flag") == "" {
+			continue
+		}
+		out = append(out, Setting{
+			Env: "NODEHA_" + f.Tag.Get("envconfig"), Flag: "--" + f.Tag.Get("flag"),
+			Default: f.Tag.Get("default"), Desc: f.Tag.Get("desc"), Secret: f.Tag.Get("secret") == "true",
+		})
+	}
+	return out
+}
+
+func splitList(in []string) []string {
+	var out []string
+	for _, s := range in {
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// problem names a setting by its variable and flag.
+func problem(env, flagName, format string, args ...any) error {
+	return fmt.Errorf("NODEHA_%s (--%s): %s", env, flagName, fmt.Sprintf(format, args...))
+}
+
+// Validate checks every setting, resolves the advertise address, and
+// returns all problems joined, one per line. It touches nothing on disk.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(env, fl, format string, args ...any) { errs = append(errs, problem(env, fl, format, args...)) }
+
+	if !validName(c.Name) {
+		add("NAME", "name", "%q is not a valid member name (letters, digits, '-', '_', '.')", c.Name)
+	}
+	if !validName(c.Scope) {
+		add("SCOPE", "scope", "%q is not a valid scope (letters, digits, '-', '_', '.')", c.Scope)
+	}
+	if c.Image == "" {
+		add("IMAGE", "image", "is empty")
+	}
+	for _, s := range []struct{ v, env, fl string }{
+		{c.SuperuserPassword, "SUPERUSER_PASSWORD", "superuser-password"},
+		{c.ReplicationPassword, "REPLICATION_PASSWORD", "replication-password"},
+		{c.RewindPassword, "REWIND_PASSWORD", "rewind-password"},
+		{c.RestAPIPassword, "RESTAPI_PASSWORD", "restapi-password"},
+	} {
+		if s.v == "" {
+			add(s.env, s.fl, "is required")
+		}
+	}
+
+	ip, err := ResolveAddress(c.Advertise)
+	if err != nil {
+		add("ADVERTISE", "advertise", "%v", err)
+	} else {
+		c.AdvertiseIP = ip
+	}
+
+	if len(c.Peers) == 0 {
+		add("PEERS", "peers", "is required: the address of every host of the cluster, this host included")
+	} else {
+		seen := map[string]bool{}
+		for _, p := range c.Peers {
+			if _, err := netip.ParseAddr(p); err != nil && !validHostname(p) {
+				add("PEERS", "peers", "%q is not an IP address or host name (give addresses without ports)", p)
+			}
+			if seen[p] {
+				add("PEERS", "peers", "%q is listed twice", p)
+			}
+			seen[p] = true
+		}
+		if c.AdvertiseIP.IsValid() && !seen[c.AdvertiseIP.String()] {
+			add("PEERS", "peers", "does not contain this host's address %s (from NODEHA_ADVERTISE/--advertise)", c.AdvertiseIP)
+		}
+	}
+
+	for _, d := range []struct{ v, env, fl string }{
+		{c.DataDir, "DATA_DIR", "data-dir"},
+		{c.PostgresDir, "POSTGRES_DIR", "postgres-dir"},
+		{c.LogDir, "LOG_DIR", "log-dir"},
+		{c.Socket, "SOCKET", "socket"},
+	} {
+		if !filepath.IsAbs(d.v) {
+			add(d.env, d.fl, "%q must be an absolute path", d.v)
+		}
+	}
+	if c.PatroniOverlay != "" {
+		if st, err := os.Stat(c.PatroniOverlay); err != nil {
+			add("PATRONI_OVERLAY", "patroni-overlay", "%v", err)
+		} else if st.IsDir() {
+			add("PATRONI_OVERLAY", "patroni-overlay", "%q is a directory, want a YAML file", c.PatroniOverlay)
+		}
+	}
+	if c.ContainerName == "" {
+		add("CONTAINER_NAME", "container-name", "is empty")
+	}
+	if c.NetworkMode == "" {
+		add("NETWORK_MODE", "network-mode", "is empty")
+	}
+	if c.StopTimeout < 10*time.Second {
+		add("STOP_TIMEOUT", "stop-timeout", "%v is too short for Patroni to stop PostgreSQL cleanly (at least 10s)", c.StopTimeout)
+	}
+	if c.ShmSizeMB < 64 {
+		add("SHM_SIZE_MB", "shm-size-mb", "%d is below 64", c.ShmSizeMB)
+	}
+	for _, p := range []struct {
+		v       int
+		env, fl string
+	}{
+		{c.EtcdClientPort, "ETCD_CLIENT_PORT", "etcd-client-port"},
+		{c.EtcdPeerPort, "ETCD_PEER_PORT", "etcd-peer-port"},
+		{c.PostgresPort, "POSTGRES_PORT", "postgres-port"},
+		{c.RestAPIPort, "RESTAPI_PORT", "restapi-port"},
+	} {
+		if p.v < 1 || p.v > 65535 {
+			add(p.env, p.fl, "%d is not a port", p.v)
+		}
+	}
+	if c.PostgresUID < 0 {
+		add("POSTGRES_UID", "postgres-uid", "%d is negative", c.PostgresUID)
+	}
+	if c.PostgresGID < 0 {
+		add("POSTGRES_GID", "postgres-gid", "%d is negative", c.PostgresGID)
+	}
+	if c.EtcdHeartbeat < 10*time.Millisecond {
+		add("ETCD_HEARTBEAT", "etcd-heartbeat", "%v is below 10ms", c.EtcdHeartbeat)
+	}
+	if c.EtcdElection < 5*c.EtcdHeartbeat {
+		add("ETCD_ELECTION_TIMEOUT", "etcd-election-timeout", "%v must be at least 5 heartbeats (%v)", c.EtcdElection, 5*c.EtcdHeartbeat)
+	}
+	if _, err := time.ParseDuration(c.EtcdCompaction); err != nil {
+		add("ETCD_AUTO_COMPACTION", "etcd-auto-compaction", "%q is not a duration", c.EtcdCompaction)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add("LOG_LEVEL", "log-level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+// ResolveAddress turns an IP literal or a go-sockaddr template into exactly
+// one IP address.
+func ResolveAddress(s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, errors.New("is empty")
+	}
+	if ip, err := netip.ParseAddr(s); err == nil {
+		return ip, nil
+	}
+	out, err := template.Parse(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("template %q: %v", s, err)
+	}
+	fields := strings.Fields(out)
+	switch len(fields) {
+	case 0:
+		return netip.Addr{}, fmt.Errorf("template %q resolves to no address", s)
+	case 1:
+	default:
+		sort.Strings(fields)
+		return netip.Addr{}, fmt.Errorf("template %q resolves to %d addresses (%s), want exactly one", s, len(fields), strings.Join(fields, " "))
+	}
+	ip, err := netip.ParseAddr(fields[0])
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("template %q resolves to %q, not an IP address", s, fields[0])
+	}
+	return ip, nil
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func validHostname(s string) bool {
+	if s == "" || len(s) > 253 || strings.ContainsAny(s, ":/ ") {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || !validName(label) {
+			return false
+		}
+	}
+	return true
+}
+
+// HostPort joins an address and a port, bracketing IPv6.
+func HostPort(host string, port int) string {
+	return net.JoinHostPort(host, fmt.Sprint(port))
+}
+
+// EtcdHosts is the etcd client endpoint of every peer, as Patroni's
+// etcd3.hosts wants them.
+func (c *Config) EtcdHosts() []string {
+	out := make([]string, len(c.Peers))
+	for i, p := range c.Peers {
+		out[i] = HostPort(p, c.EtcdClientPort)
+	}
+	return out
+}
+
+// EtcdDir, SpiloDir are where nodeha keeps the etcd member and the files
+// mounted on the Spilo container's /run.
+func (c *Config) EtcdDir() string  { return filepath.Join(c.DataDir, "etcd") }
+func (c *Config) SpiloDir() string { return filepath.Join(c.DataDir, "spilo") }

@@ -1,0 +1,140 @@
+// Package health owns the node's health report and the local API that
+// serves it: HTTP over a unix socket (mode 0660), GET /health answering 200
+// when the node is healthy and 503 otherwise, and the client that
+// `nodeha status` uses.
+package health
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nodeha/nodeha/embedetcd"
+	"github.com/nodeha/nodeha/spilo"
+)
+
+// Report is the body of GET /health.
+type Report struct {
+	Healthy   bool                  `json:"healthy"`
+	Reasons   []string              `json:"reasons,omitempty"`
+	Name      string                `json:"name"`
+	Scope     string                `json:"scope"`
+	Address   string                `json:"address"`
+	Version   string                `json:"version"`
+	Time      time.Time             `json:"time"`
+	Etcd      *embedetcd.Status     `json:"etcd,omitempty"`
+	Container spilo.ContainerStatus `json:"container"`
+	Patroni   *Patroni              `json:"patroni,omitempty"`
+}
+
+// Patroni is what the report says about the local Patroni.
+type Patroni struct {
+	Reachable bool   `json:"reachable"`
+	Error     string `json:"error,omitempty"`
+	Role      string `json:"role,omitempty"`
+	State     string `json:"state,omitempty"`
+	Timeline  int    `json:"timeline,omitempty"`
+	// LagBytes is this member's replication lag as the cluster sees it
+	// (0 on the leader, -1 unknown).
+	LagBytes            int64  `json:"lag_bytes"`
+	PostmasterStartTime string `json:"postmaster_start_time,omitempty"`
+	Version             string `json:"version,omitempty"`
+}
+
+// Server serves the report on a unix socket.
+type Server struct {
+	srv  *http.Server
+	ln   net.Listener
+	path string
+	errc chan error
+}
+
+// Listen creates the socket (replacing a stale one), mode 0660, and
+// serves report on it.
+func Listen(path string, report func(context.Context) Report) (*Server, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("health: %w", err)
+	}
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("health: %s exists and is not a socket (NODEHA_SOCKET/--socket)", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("health: %s is in use: another nodeha is running on this host", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("health: listen %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("health: chmod %s: %w", path, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		rep := report(r.Context())
+		w.Header().Set("Content-Type", "application/json")
+		if !rep.Healthy {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+	})
+	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln, path: path, errc: make(chan error, 1)}
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- fmt.Errorf("health: serve: %w", err)
+		}
+	}()
+	return s, nil
+}
+
+// Err reports a fatal serving error.
+func (s *Server) Err() <-chan error { return s.errc }
+
+// Close stops serving and removes the socket.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	os.Remove(s.path)
+	return err
+}
+
+// Get asks the daemon behind socket for its report. The report is returned
+// whether the node is healthy or not; err is set only when there is no
+// report at all.
+func Get(ctx context.Context, socket string) (Report, error) {
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}
+	var rep Report
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://nodeha/health", nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return rep, fmt.Errorf("cannot reach nodeha at %s (NODEHA_SOCKET/--socket): %w", socket, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return rep, fmt.Errorf("health: read: %w", err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return rep, fmt.Errorf("health: decode (status %d): %w", resp.StatusCode, err)
+	}
+	return rep, nil
+}

@@ -1,0 +1,111 @@
+// Package patroni is a small client of Patroni's REST API: the member's own
+// status (GET /patroni) and the cluster view (GET /cluster). Role names of
+// Patroni 3 ("master") and 4 ("primary") are both understood.
+package patroni
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Client talks to one member's REST API.
+type Client struct {
+	BaseURL string // e.g. http://127.0.0.1:8008
+	HTTP    *http.Client
+}
+
+// New returns a client with a short timeout.
+func New(baseURL string) *Client {
+	return &Client{BaseURL: baseURL, HTTP: &http.Client{Timeout: 2 * time.Second}}
+}
+
+// Status is GET /patroni.
+type Status struct {
+	State    string `json:"state"`
+	Role     string `json:"role"`
+	Timeline int    `json:"timeline"`
+	Server   int    `json:"server_version"`
+	Xlog     struct {
+		Location         int64 `json:"location"`
+		ReceivedLocation int64 `json:"received_location"`
+		ReplayedLocation int64 `json:"replayed_location"`
+	} `json:"xlog"`
+	Patroni struct {
+		Version string `json:"version"`
+		Scope   string `json:"scope"`
+	} `json:"patroni"`
+	PostmasterStartTime string `json:"postmaster_start_time"`
+}
+
+// Member is one entry of GET /cluster.
+type Member struct {
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+	State    string `json:"state"`
+	Host     string `json:"host"`
+	Timeline int    `json:"timeline"`
+	// Lag is bytes behind the leader; Patroni reports "unknown" when it
+	// cannot tell, which decodes as -1.
+	Lag Lag `json:"lag"`
+}
+
+// Lag is replication lag in bytes, -1 when unknown.
+type Lag int64
+
+// UnmarshalJSON accepts a number or a string such as "unknown".
+func (l *Lag) UnmarshalJSON(b []byte) error {
+	var n int64
+	if err := json.Unmarshal(b, &n); err != nil {
+		*l = -1
+		return nil
+	}
+	*l = Lag(n)
+	return nil
+}
+
+// Cluster is GET /cluster.
+type Cluster struct {
+	Members []Member `json:"members"`
+}
+
+// IsLeader tells whether a role is the (writable) leader's.
+func IsLeader(role string) bool { return role == "master" || role == "primary" || role == "leader" }
+
+// IsReplica tells whether a role is a standby's.
+func IsReplica(role string) bool {
+	return role == "replica" || role == "sync_standby" || role == "standby_leader"
+}
+
+// Status fetches GET /patroni. Patroni answers 503 with a body when
+// PostgreSQL is not running; that body is still decoded.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	err := c.get(ctx, "/patroni", &s)
+	return s, err
+}
+
+// Cluster fetches GET /cluster.
+func (c *Client) Cluster(ctx context.Context) (Cluster, error) {
+	var cl Cluster
+	err := c.get(ctx, "/cluster", &cl)
+	return cl, err
+}
+
+func (c *Client) get(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("patroni: GET %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("patroni: GET %s: status %d: %w", path, resp.StatusCode, err)
+	}
+	return nil
+}

@@ -1,0 +1,103 @@
+package spilo
+
+import (
+	_ "embed"
+	"fmt"
+	"os"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/nodeha/nodeha/config"
+)
+
+//go:embed postgres.seed.yml
+var seedYAML []byte
+
+// Paths inside the container. They are the seed's, whatever the host paths.
+const (
+	ContainerRunDir      = "/run"
+	ContainerPostgresDir = "/var/lib/postgresql/data"
+	ContainerLogDir      = "/var/log/postgresql"
+	ConfigFile           = "postgres.yml"
+)
+
+// Render returns this host's postgres.yml: the seed configuration with its
+// placeholders filled from cfg, then the overlay file (if any) deep-merged
+// over it. cfg must have been validated.
+func Render(cfg *config.Config) ([]byte, error) {
+	doc, err := renderMap(cfg)
+	if err != nil {
+		return nil, err
+	}
+	out, err := yaml.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("spilo: render postgres.yml: %w", err)
+	}
+	return append([]byte("# Written by nodeha; edits are overwritten. Use NODEHA_PATRONI_OVERLAY.\n"), out...), nil
+}
+
+func renderMap(cfg *config.Config) (map[string]any, error) {
+	var doc map[string]any
+	if err := yaml.Unmarshal(seedYAML, &doc); err != nil {
+		return nil, fmt.Errorf("spilo: parse seed config: %w", err)
+	}
+	ip := cfg.AdvertiseIP.String()
+	pg := path(doc, "postgresql")
+	auth := path(pg, "authentication")
+	path(auth, "superuser")["password"] = cfg.SuperuserPassword
+	path(auth, "replication")["password"] = cfg.ReplicationPassword
+	path(auth, "rewind")["password"] = cfg.RewindPassword
+	pg["connect_address"] = config.HostPort(ip, cfg.PostgresPort)
+	pg["listen"] = fmt.Sprintf("*:%d", cfg.PostgresPort)
+	pg["name"] = cfg.Name
+	path(pg, "parameters")["port"] = cfg.PostgresPort
+
+	rest := path(doc, "restapi")
+	path(rest, "authentication")["password"] = cfg.RestAPIPassword
+	rest["connect_address"] = config.HostPort(ip, cfg.RestAPIPort)
+	rest["listen"] = fmt.Sprintf(":%d", cfg.RestAPIPort)
+
+	hosts := make([]any, 0, len(cfg.Peers))
+	for _, h := range cfg.EtcdHosts() {
+		hosts = append(hosts, h)
+	}
+	path(doc, "etcd3")["hosts"] = hosts
+	doc["scope"] = cfg.Scope
+
+	if cfg.PatroniOverlay != "" {
+		b, err := os.ReadFile(cfg.PatroniOverlay)
+		if err != nil {
+			return nil, fmt.Errorf("spilo: overlay: %w", err)
+		}
+		var over map[string]any
+		if err := yaml.Unmarshal(b, &over); err != nil {
+			return nil, fmt.Errorf("spilo: overlay %s: %w", cfg.PatroniOverlay, err)
+		}
+		Merge(doc, over)
+	}
+	return doc, nil
+}
+
+// path returns m[key] as a map, creating it when missing.
+func path(m map[string]any, key string) map[string]any {
+	if v, ok := m[key].(map[string]any); ok {
+		return v
+	}
+	v := map[string]any{}
+	m[key] = v
+	return v
+}
+
+// Merge deep-merges src into dst: maps merge key by key, anything else
+// (lists, scalars, null) in src replaces what dst had.
+func Merge(dst, src map[string]any) {
+	for k, sv := range src {
+		sm, sIsMap := sv.(map[string]any)
+		dm, dIsMap := dst[k].(map[string]any)
+		if sIsMap && dIsMap {
+			Merge(dm, sm)
+			continue
+		}
+		dst[k] = sv
+	}
+}

@@ -1,0 +1,344 @@
+package spilo
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/client"
+
+	"github.com/nodeha/nodeha/internal/backoff"
+)
+
+// Docker is the part of the Docker Engine API the runner uses.
+type Docker interface {
+	ContainerInspect(ctx context.Context, id string, o client.ContainerInspectOptions) (client.ContainerInspectResult, error)
+	ContainerCreate(ctx context.Context, o client.ContainerCreateOptions) (client.ContainerCreateResult, error)
+	ContainerStart(ctx context.Context, id string, o client.ContainerStartOptions) (client.ContainerStartResult, error)
+	ContainerStop(ctx context.Context, id string, o client.ContainerStopOptions) (client.ContainerStopResult, error)
+	ContainerRemove(ctx context.Context, id string, o client.ContainerRemoveOptions) (client.ContainerRemoveResult, error)
+	Events(ctx context.Context, o client.EventsListOptions) client.EventsResult
+}
+
+// CloseMode says what Close does with the container.
+type CloseMode int
+
+const (
+	// StopContainer stops the container gracefully: Patroni shuts
+	// PostgreSQL down and releases the leader key.
+	StopContainer CloseMode = iota
+	// LeaveRunning leaves the container and PostgreSQL running, for an
+	// upgrade of nodeha itself; the next nodeha adopts it.
+	LeaveRunning
+)
+
+// ContainerStatus is what the runner knows about its container.
+type ContainerStatus struct {
+	Name         string    `json:"name"`
+	ID           string    `json:"id,omitempty"`
+	State        string    `json:"state"`
+	Running      bool      `json:"running"`
+	StartedAt    time.Time `json:"started_at,omitzero"`
+	SpecHash     string    `json:"spec_hash"`
+	Restarts     int       `json:"restarts"`
+	LastExitCode *int      `json:"last_exit_code,omitempty"`
+	LastExitAt   time.Time `json:"last_exit_at,omitzero"`
+	LastError    string    `json:"last_error,omitempty"`
+}
+
+// Runner keeps one container matching a Spec running. It reconciles on
+// Docker events for the container and on a ticker.
+type Runner struct {
+	docker Docker
+	spec   *Spec
+	log    *slog.Logger
+	now    func() time.Time
+
+	// Interval is the ticker period of the reconcile loop.
+	Interval time.Duration
+
+	cancel  context.CancelFunc
+	done    chan struct{}
+	ready   chan struct{}
+	errc    chan error
+	trigger chan struct{}
+
+	readyOnce sync.Once
+	closeOnce sync.Once
+	closeErr  error
+
+	mu       sync.Mutex
+	status   ContainerStatus
+	lastExit string // FinishedAt of the last exit already counted
+	retryAt  time.Time
+	backoff  backoff.Backoff
+}
+
+// NewRunner prepares a runner; Start begins reconciling.
+func NewRunner(d Docker, spec *Spec, log *slog.Logger) *Runner {
+	return &Runner{
+		docker:   d,
+		spec:     spec,
+		log:      log.With("container", spec.Name),
+		now:      time.Now,
+		Interval: 5 * time.Second,
+		done:     make(chan struct{}),
+		ready:    make(chan struct{}),
+		errc:     make(chan error, 1),
+		trigger:  make(chan struct{}, 1),
+		status:   ContainerStatus{Name: spec.Name, SpecHash: spec.Hash, State: "unknown"},
+		backoff:  backoff.Backoff{Min: time.Second, Max: time.Minute, Jitter: 0.2},
+	}
+}
+
+// Start runs the reconcile loop until Close.
+func (r *Runner) Start(ctx context.Context) {
+	ctx, r.cancel = context.WithCancel(ctx)
+	go r.watch(ctx)
+	go r.loop(ctx)
+}
+
+// Ready is closed once the container has been seen running.
+func (r *Runner) Ready() <-chan struct{} { return r.ready }
+
+// Err reports a fatal error of the loop (none today; kept for the
+// lifecycle shape shared by every long-running part).
+func (r *Runner) Err() <-chan error { return r.errc }
+
+// Status returns a copy of the container's current status.
+func (r *Runner) Status() ContainerStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status
+}
+
+// Close stops the reconcile loop, then (StopContainer) stops the container
+// gracefully, giving Patroni the spec's stop timeout. Safe to call twice;
+// the first mode wins.
+func (r *Runner) Close(mode CloseMode) error {
+	r.closeOnce.Do(func() {
+		if r.cancel != nil {
+			r.cancel()
+			<-r.done
+		}
+		if mode == LeaveRunning {
+			r.log.Info("leaving the container running")
+			return
+		}
+		timeout := *r.spec.Config.StopTimeout
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(timeout+30)*time.Second)
+		defer cancel()
+		r.log.Info("stopping the container", "timeout_s", timeout)
+		start := r.now()
+		_, err := r.docker.ContainerStop(ctx, r.spec.Name, client.ContainerStopOptions{Timeout: &timeout})
+		if err != nil && !cerrdefs.IsNotFound(err) {
+			r.closeErr = fmt.Errorf("spilo: stop container %q: %w", r.spec.Name, err)
+			return
+		}
+		r.log.Info("container stopped", "took", r.now().Sub(start).Round(time.Millisecond))
+	})
+	return r.closeErr
+}
+
+// Kick asks for a reconcile now.
+func (r *Runner) Kick() {
+	select {
+	case r.trigger <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Runner) loop(ctx context.Context) {
+	defer close(r.done)
+	tick := time.NewTicker(r.Interval)
+	defer tick.Stop()
+	for {
+		wait := r.reconcile(ctx)
+		var retry <-chan time.Time
+		var t *time.Timer
+		if wait > 0 {
+			t = time.NewTimer(wait)
+			retry = t.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-r.trigger:
+		case <-tick.C:
+		case <-retry:
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// watch turns Docker events about the container into reconcile triggers,
+// resubscribing when the stream breaks.
+func (r *Runner) watch(ctx context.Context) {
+	f := make(client.Filters).Add("type", string(events.ContainerEventType)).Add("container", r.spec.Name)
+	for ctx.Err() == nil {
+		res := r.docker.Events(ctx, client.EventsListOptions{Filters: f})
+	stream:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-res.Messages:
+				switch m.Action {
+				case events.ActionDie, events.ActionOOM, events.ActionDestroy, events.ActionStop, events.ActionStart:
+					r.log.Debug("docker event", "action", m.Action)
+					r.Kick()
+				}
+			case err := <-res.Err:
+				if ctx.Err() == nil {
+					r.log.Warn("docker event stream ended; resubscribing", "err", err)
+				}
+				break stream
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+			r.Kick() // events may have been missed
+		}
+	}
+}
+
+// reconcile compares the container Docker reports with the spec and acts
+// on the difference. It returns how long to wait before retrying, or 0 to
+// wait for the next event or tick.
+func (r *Runner) reconcile(ctx context.Context) time.Duration {
+	name := r.spec.Name
+	res, err := r.docker.ContainerInspect(ctx, name, client.ContainerInspectOptions{})
+	switch {
+	case cerrdefs.IsNotFound(err):
+		r.setState("missing", false, "")
+		return r.create(ctx)
+	case err != nil:
+		return r.fail(ctx, fmt.Errorf("spilo: inspect container %q: %w", name, err))
+	}
+	c := res.Container
+	var labels map[string]string
+	if c.Config != nil {
+		labels = c.Config.Labels
+	}
+	if labels[LabelSpecHash] != r.spec.Hash {
+		r.log.Info("container spec changed; recreating", "have", labels[LabelSpecHash], "want", r.spec.Hash)
+		if err := r.remove(ctx, c.ID); err != nil {
+			return r.fail(ctx, err)
+		}
+		return r.create(ctx)
+	}
+	st := c.State
+	if st == nil {
+		return r.fail(ctx, fmt.Errorf("spilo: inspect container %q: no state", name))
+	}
+	started, _ := time.Parse(time.RFC3339Nano, st.StartedAt)
+	r.mu.Lock()
+	r.status.ID = c.ID
+	r.status.State = string(st.Status)
+	r.status.Running = st.Running
+	r.status.StartedAt = started
+	r.mu.Unlock()
+
+	if st.Running {
+		r.readyOnce.Do(func() {
+			r.log.Info("container running", "id", short(c.ID), "started_at", started)
+			close(r.ready)
+		})
+		r.mu.Lock()
+		r.status.LastError = ""
+		if r.now().Sub(started) > 10*time.Second {
+			r.backoff.Reset()
+		}
+		r.mu.Unlock()
+		return 0
+	}
+
+	// Not running: count the exit once, then start again after a backoff.
+	r.mu.Lock()
+	if st.FinishedAt != r.lastExit && !st.Running && st.Status != container.StateCreated {
+		r.lastExit = st.FinishedAt
+		code := st.ExitCode
+		r.status.LastExitCode = &code
+		r.status.LastExitAt, _ = time.Parse(time.RFC3339Nano, st.FinishedAt)
+		r.retryAt = r.now().Add(r.backoff.Next())
+		r.log.Warn("container exited", "exit_code", code, "oom_killed", st.OOMKilled, "restart_in", r.retryAt.Sub(r.now()).Round(time.Millisecond))
+	}
+	wait := r.retryAt.Sub(r.now())
+	r.mu.Unlock()
+	if wait > 0 {
+		return wait
+	}
+	if _, err := r.docker.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+		return r.fail(ctx, fmt.Errorf("spilo: start container %q: %w", name, err))
+	}
+	r.mu.Lock()
+	r.status.Restarts++
+	r.mu.Unlock()
+	r.log.Info("container restarted", "restarts", r.Status().Restarts)
+	return time.Second // look again soon
+}
+
+func (r *Runner) create(ctx context.Context) time.Duration {
+	res, err := r.docker.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: r.spec.Name, Config: r.spec.Config, HostConfig: r.spec.HostConfig,
+	})
+	if err != nil {
+		return r.fail(ctx, fmt.Errorf("spilo: create container %q: %w", r.spec.Name, err))
+	}
+	for _, w := range res.Warnings {
+		r.log.Warn("docker", "warning", w)
+	}
+	if _, err := r.docker.ContainerStart(ctx, res.ID, client.ContainerStartOptions{}); err != nil {
+		return r.fail(ctx, fmt.Errorf("spilo: start container %q: %w", r.spec.Name, err))
+	}
+	r.log.Info("container created and started", "id", short(res.ID), "image", r.spec.Config.Image, "spec_hash", r.spec.Hash)
+	return time.Second
+}
+
+// remove stops (gracefully) and removes an outdated container. Only the
+// container goes: its data lives in host directories.
+func (r *Runner) remove(ctx context.Context, id string) error {
+	timeout := *r.spec.Config.StopTimeout
+	if _, err := r.docker.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &timeout}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("spilo: stop container %q: %w", r.spec.Name, err)
+	}
+	if _, err := r.docker.ContainerRemove(ctx, id, client.ContainerRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("spilo: remove container %q: %w", r.spec.Name, err)
+	}
+	return nil
+}
+
+func (r *Runner) fail(ctx context.Context, err error) time.Duration {
+	if ctx.Err() != nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.status.LastError = err.Error()
+	d := r.backoff.Next()
+	r.log.Error("reconcile failed", "err", err, "retry_in", d.Round(time.Millisecond))
+	return d
+}
+
+func (r *Runner) setState(state string, running bool, id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.status.State, r.status.Running, r.status.ID = state, running, id
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
