@@ -80,7 +80,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = ee.err
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "nodeha: %v\n", err)
+		// One line per problem, each prefixed, so every line stands alone in a log.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "nodeha: %s\n", line)
+		}
 	}
 	return code
 }

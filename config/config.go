@@ -36,7 +36,7 @@ type Config struct {
 
 	SuperuserPassword   string `envconfig:"SUPERUSER_PASSWORD" flag:"superuser-password" secret:"true" desc:"password of the PostgreSQL superuser postgres (required)"`
 	ReplicationPassword string `envconfig:"REPLICATION_PASSWORD" flag:"replication-password" secret:"true" desc:"password of the replication user replicator (required)"`
-	RewindPassword      string `envconfig:"REWIND_PASSWORD" flag:"rewind-password" secret:"true" desc:"password of the rewind user (required)"`
+	RewindPassword      string `envconfig:"REWIND_PASSWORD" flag:"rewind-password" secret:"true" desc:"password of the rewind user; the seed's rewind user is the replication user replicator, so it defaults to and must equal the replication password"`
 	RestAPIPassword     string `envconfig:"RESTAPI_PASSWORD" flag:"restapi-password" secret:"true" desc:"password of the Patroni REST API user postgres (required)"`
 
 	DataDir        string `envconfig:"DATA_DIR" flag:"data-dir" default:"/var/lib/nodeha" desc:"nodeha's state: etcd/ (the etcd member) and spilo/ (mounted on the container's /run, holds postgres.yml)"`
@@ -168,12 +168,20 @@ func (c *Config) Validate() error {
 	for _, s := range []struct{ v, env, fl string }{
 		{c.SuperuserPassword, "SUPERUSER_PASSWORD", "superuser-password"},
 		{c.ReplicationPassword, "REPLICATION_PASSWORD", "replication-password"},
-		{c.RewindPassword, "REWIND_PASSWORD", "rewind-password"},
 		{c.RestAPIPassword, "RESTAPI_PASSWORD", "restapi-password"},
 	} {
 		if s.v == "" {
 			add(s.env, s.fl, "is required")
 		}
+	}
+
+	// The seed gives rewind and replication the same user (replicator):
+	// Patroni would set that role's password twice, and the second one wins.
+	switch {
+	case c.RewindPassword == "":
+		c.RewindPassword = c.ReplicationPassword
+	case c.RewindPassword != c.ReplicationPassword:
+		add("REWIND_PASSWORD", "rewind-password", "differs from NODEHA_REPLICATION_PASSWORD, but the rewind user is the replication user replicator: leave it unset or make them equal")
 	}
 
 	ip, err := ResolveAddress(c.Advertise)

@@ -1,0 +1,349 @@
+package config_test
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/go-sockaddr/template"
+
+	"github.com/nodeha/nodeha/config"
+)
+
+// clearEnv unsets every NODEHA_* variable for the test, and the unprefixed
+// names envconfig falls back to (DOCKER_HOST, NAME, ...), so that the
+// machine's environment cannot leak into a test.
+func clearEnv(t *testing.T) {
+	t.Helper()
+	for _, s := range config.Settings() {
+		for _, k := range []string{s.Env, strings.TrimPrefix(s.Env, "NODEHA_")} {
+			if _, ok := os.LookupEnv(k); ok {
+				t.Setenv(k, "") // restores the old value after the test
+				os.Unsetenv(k)
+			}
+		}
+	}
+}
+
+func load(t *testing.T, args ...string) *config.Config {
+	t.Helper()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c, err := config.Load(fs, args)
+	if err != nil {
+		t.Fatalf("Load(%q): %v", args, err)
+	}
+	return c
+}
+
+// validArgs is a complete, valid configuration of the first of three hosts.
+var validArgs = []string{
+	"--name=pg-node-1",
+	"--advertise=10.0.0.1",
+	"--peers=10.0.0.1,10.0.0.2,10.0.0.3",
+	"--superuser-password=su-secret",
+	"--replication-password=repl-secret",
+	"--rewind-password=rewind-secret",
+	"--restapi-password=api-secret",
+}
+
+func errLines(err error) []string {
+	if err == nil {
+		return nil
+	}
+	return strings.Split(err.Error(), "\n")
+}
+
+// hasLine reports whether one line of lines starts with prefix and
+// contains every one of parts.
+func hasLine(lines []string, prefix string, parts ...string) bool {
+	for _, l := range lines {
+		if !strings.HasPrefix(l, prefix) {
+			continue
+		}
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(l, p)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func TestValidateReportsEveryProblemAtOnce(t *testing.T) {
+	clearEnv(t)
+	c := load(t,
+		"--name=pg-node-1",
+		"--advertise="+`{{ GetAllInterfaces | include "name" "no-such-if" | attr "address" }}`,
+		"--peers=10.0.0.1,10.0.0.2",
+		"--etcd-client-port=70000",
+		"--data-dir=var/lib/nodeha",
+	)
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("Validate() = nil, want every problem")
+	}
+	lines := errLines(err)
+	want := []struct{ prefix, part string }{
+		{"NODEHA_SUPERUSER_PASSWORD (--superuser-password): ", "required"},
+		{"NODEHA_REPLICATION_PASSWORD (--replication-password): ", "required"},
+		{"NODEHA_REWIND_PASSWORD (--rewind-password): ", "required"},
+		{"NODEHA_RESTAPI_PASSWORD (--restapi-password): ", "required"},
+		{"NODEHA_ADVERTISE (--advertise): ", "resolves to no address"},
+		{"NODEHA_ETCD_CLIENT_PORT (--etcd-client-port): ", "70000"},
+		{"NODEHA_DATA_DIR (--data-dir): ", `"var/lib/nodeha" must be an absolute path`},
+	}
+	for _, w := range want {
+		if !hasLine(lines, w.prefix, w.part) {
+			t.Errorf("no line %q...%q in:\n%s", w.prefix, w.part, err)
+		}
+	}
+	if len(lines) != len(want) {
+		t.Errorf("got %d problems, want %d:\n%s", len(lines), len(want), err)
+	}
+	if c.AdvertiseIP.IsValid() {
+		t.Errorf("AdvertiseIP = %v, want unset when the template resolves to nothing", c.AdvertiseIP)
+	}
+}
+
+func TestValidatePeersMustContainAdvertise(t *testing.T) {
+	clearEnv(t)
+	c := load(t, append(validArgs, "--advertise=10.0.0.9")...)
+	err := c.Validate()
+	if !hasLine(errLines(err), "NODEHA_PEERS (--peers): ", "10.0.0.9") {
+		t.Fatalf("Validate() = %v, want a NODEHA_PEERS line naming 10.0.0.9", err)
+	}
+	if n := len(errLines(err)); n != 1 {
+		t.Errorf("got %d problems, want 1:\n%s", n, err)
+	}
+}
+
+func TestValidatePeerProblems(t *testing.T) {
+	clearEnv(t)
+	c := load(t, append(validArgs, "--peers=10.0.0.1,10.0.0.2,10.0.0.2,10.0.0.3:2380")...)
+	lines := errLines(c.Validate())
+	if !hasLine(lines, "NODEHA_PEERS (--peers): ", `"10.0.0.2" is listed twice`) {
+		t.Errorf("no duplicate-peer line in %q", lines)
+	}
+	if !hasLine(lines, "NODEHA_PEERS (--peers): ", `"10.0.0.3:2380"`, "without ports") {
+		t.Errorf("no peer-with-port line in %q", lines)
+	}
+}
+
+func TestValidateTemplateResolvingToSeveralAddresses(t *testing.T) {
+	clearEnv(t)
+	tmpl := `{{ GetAllInterfaces | include "type" "IP" | join "address" " " }}`
+	out, err := template.Parse(tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(strings.Fields(out))
+	if n < 2 {
+		t.Skipf("this host has %d IP address(es); need two", n)
+	}
+	c := load(t, append(validArgs, "--advertise="+tmpl)...)
+	err = c.Validate()
+	if !hasLine(errLines(err), "NODEHA_ADVERTISE (--advertise): ", "addresses", "want exactly one") {
+		t.Fatalf("Validate() = %v, want a NODEHA_ADVERTISE line about several addresses", err)
+	}
+}
+
+func TestValidTemplateResolves(t *testing.T) {
+	clearEnv(t)
+	c := load(t, append(validArgs,
+		"--advertise="+`{{ GetAllInterfaces | include "name" "^lo$" | include "type" "IPv4" | attr "address" }}`,
+		"--peers=127.0.0.1,10.0.0.2,10.0.0.3")...)
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if want := netip.MustParseAddr("127.0.0.1"); c.AdvertiseIP != want {
+		t.Errorf("AdvertiseIP = %v, want %v", c.AdvertiseIP, want)
+	}
+}
+
+func TestValidConfigPasses(t *testing.T) {
+	clearEnv(t)
+	c := load(t, validArgs...)
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate() = %v", err)
+	}
+	if want := netip.MustParseAddr("10.0.0.1"); c.AdvertiseIP != want {
+		t.Errorf("AdvertiseIP = %v, want %v", c.AdvertiseIP, want)
+	}
+	// The defaults are the seed's and DESIGN.md's.
+	if c.Image != config.DefaultImage || c.EtcdClientPort != 2379 || c.PostgresPort != 5432 ||
+		c.RestAPIPort != 8008 || c.PostgresDir != "/var/lib/postgresql/data" || c.Socket != "/run/nodeha/nodeha.sock" {
+		t.Errorf("unexpected defaults: %+v", c)
+	}
+	if got, want := strings.Join(c.EtcdHosts(), ","), "10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379"; got != want {
+		t.Errorf("EtcdHosts() = %s, want %s", got, want)
+	}
+}
+
+func TestValidateTouchesNothingOnDisk(t *testing.T) {
+	clearEnv(t)
+	root := t.TempDir()
+	dirs := map[string]string{
+		"data-dir":     filepath.Join(root, "data"),
+		"postgres-dir": filepath.Join(root, "pg"),
+		"log-dir":      filepath.Join(root, "log"),
+		"socket":       filepath.Join(root, "run", "nodeha.sock"),
+	}
+	args := append([]string{}, validArgs...)
+	for fl, p := range dirs {
+		args = append(args, "--"+fl+"="+p)
+	}
+	c := load(t, args...)
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 0 {
+		t.Errorf("Validate created %v in %s", ents, root)
+	}
+}
+
+func TestFlagsOverrideEnvironment(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("NODEHA_SCOPE", "from-env")
+	t.Setenv("NODEHA_NAME", "env-node")
+	t.Setenv("NODEHA_PEERS", "10.1.0.1,10.1.0.2")
+	t.Setenv("NODEHA_POSTGRES_PORT", "6432")
+	t.Setenv("NODEHA_STOP_TIMEOUT", "3m")
+
+	c := load(t, "--scope=from-flag", "--peers=10.2.0.1", "--postgres-port=7432")
+	if c.Scope != "from-flag" {
+		t.Errorf("Scope = %q, want the flag's from-flag", c.Scope)
+	}
+	if strings.Join(c.Peers, ",") != "10.2.0.1" {
+		t.Errorf("Peers = %q, want the flag's [10.2.0.1]", c.Peers)
+	}
+	if c.PostgresPort != 7432 {
+		t.Errorf("PostgresPort = %d, want the flag's 7432", c.PostgresPort)
+	}
+	// Settings without a flag come from the environment.
+	if c.Name != "env-node" {
+		t.Errorf("Name = %q, want env-node from NODEHA_NAME", c.Name)
+	}
+	if c.StopTimeout.String() != "3m0s" {
+		t.Errorf("StopTimeout = %v, want 3m from NODEHA_STOP_TIMEOUT", c.StopTimeout)
+	}
+}
+
+func TestPeersParseCommaSeparated(t *testing.T) {
+	clearEnv(t)
+	want := "10.0.0.1|10.0.0.2|db3.example"
+
+	t.Setenv("NODEHA_PEERS", " 10.0.0.1, 10.0.0.2 ,,db3.example ")
+	if got := strings.Join(load(t).Peers, "|"); got != want {
+		t.Errorf("from NODEHA_PEERS: Peers = %q, want %q", got, want)
+	}
+	os.Unsetenv("NODEHA_PEERS")
+	if got := strings.Join(load(t, "--peers", "10.0.0.1, 10.0.0.2,db3.example,").Peers, "|"); got != want {
+		t.Errorf("from --peers: Peers = %q, want %q", got, want)
+	}
+}
+
+func TestLoadRejectsUnknownFlag(t *testing.T) {
+	clearEnv(t)
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if _, err := config.Load(fs, []string{"--no-such-flag"}); err == nil {
+		t.Fatal("Load accepted --no-such-flag")
+	}
+}
+
+func TestLoadReportsBadEnvironment(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("NODEHA_POSTGRES_PORT", "five")
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	_, err := config.Load(fs, nil)
+	if err == nil || !strings.Contains(err.Error(), "NODEHA_POSTGRES_PORT") {
+		t.Fatalf("Load() = %v, want an error naming NODEHA_POSTGRES_PORT", err)
+	}
+}
+
+func TestValidateOverlayMustBeAFile(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	c := load(t, append(validArgs, "--patroni-overlay="+dir)...)
+	if !hasLine(errLines(c.Validate()), "NODEHA_PATRONI_OVERLAY (--patroni-overlay): ", "is a directory") {
+		t.Error("a directory was accepted as the overlay")
+	}
+	c = load(t, append(validArgs, "--patroni-overlay="+filepath.Join(dir, "missing.yml"))...)
+	err := c.Validate()
+	if !hasLine(errLines(err), "NODEHA_PATRONI_OVERLAY (--patroni-overlay): ", "missing.yml") {
+		t.Errorf("Validate() = %v, want a line naming the missing overlay", err)
+	}
+}
+
+func TestSettingsNameEveryVariableAndFlag(t *testing.T) {
+	seen := map[string]bool{}
+	secrets := 0
+	for _, s := range config.Settings() {
+		if !strings.HasPrefix(s.Env, "NODEHA_") || !strings.HasPrefix(s.Flag, "--") || s.Desc == "" {
+			t.Errorf("incomplete setting %+v", s)
+		}
+		if seen[s.Env] {
+			t.Errorf("%s listed twice", s.Env)
+		}
+		seen[s.Env] = true
+		if s.Secret {
+			secrets++
+			if s.Default != "" {
+				t.Errorf("secret %s has a default", s.Env)
+			}
+		}
+	}
+	if secrets != 4 {
+		t.Errorf("%d secret settings, want the four passwords", secrets)
+	}
+}
+
+func TestResolveAddress(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+	}{
+		{"10.0.0.1", "10.0.0.1"},
+		{"fd00::1", "fd00::1"},
+		{`{{ "10.9.8.7" }}`, "10.9.8.7"},
+	} {
+		got, err := config.ResolveAddress(tc.in)
+		if err != nil || got.String() != tc.want {
+			t.Errorf("ResolveAddress(%q) = %v, %v; want %s", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []string{"", `{{ "not-an-ip" }}`, `{{ GetNothing }}`} {
+		if got, err := config.ResolveAddress(in); err == nil {
+			t.Errorf("ResolveAddress(%q) = %v, want an error", in, got)
+		}
+	}
+}
+
+func TestHostPortBracketsIPv6(t *testing.T) {
+	if got := config.HostPort("fd00::1", 2379); got != "[fd00::1]:2379" {
+		t.Errorf("HostPort = %s", got)
+	}
+}
+
+func TestValidateJoinsErrors(t *testing.T) {
+	clearEnv(t)
+	c := load(t, "--name=bad name!", "--advertise=10.0.0.1", "--peers=10.0.0.1")
+	err := c.Validate()
+	// errors.Join keeps every problem reachable, not just a flattened string.
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) || len(joined.Unwrap()) < 5 {
+		t.Fatalf("Validate() = %v, want a joined error of the name and four passwords", err)
+	}
+}

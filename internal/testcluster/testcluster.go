@@ -1,0 +1,360 @@
+// Package testcluster runs simulated nodeha hosts on one machine with the
+// real Docker engine, for the end-to-end tests, the demo and the benchmark.
+//
+// A simulated host is three containers on a private Docker network:
+//
+//	<prefix>-hN         holds the host's network namespace and address
+//	                    (the test image running sleep), like a machine's NIC;
+//	<prefix>-hN-nodeha  the real nodeha binary (FROM scratch image) in that
+//	                    namespace, with the Docker socket mounted;
+//	<prefix>-hN-spilo   the Spilo container nodeha creates, network mode
+//	                    container:<prefix>-hN (production uses host).
+//
+// Holding the namespace in its own container lets nodeha restart, crash or
+// be upgraded without taking PostgreSQL's network away, as on a real host.
+// Each host has its own directory on the machine, mounted into the nodeha
+// container at the same path, so the bind mounts nodeha asks the engine for
+// resolve to the same files.
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nodeha/nodeha/health"
+)
+
+// Options describe a cluster.
+type Options struct {
+	Prefix      string // container and network name prefix, e.g. "nodeha-e2e"
+	Subnet      string // e.g. "172.28.5.0/24"; hosts get .11, .12, ...
+	Hosts       int
+	BaseDir     string // host directories live under BaseDir/hN
+	NodehaImage string // FROM scratch image with /nodeha
+	SpiloImage  string // Spilo-compatible image
+	Overlay     string // Patroni overlay file copied to each host (optional)
+	Scope       string
+	Env         []string // extra NODEHA_* settings for every host
+}
+
+// Cluster is a set of simulated hosts.
+type Cluster struct {
+	Opts      Options
+	Hosts     []*Host
+	Passwords map[string]string
+}
+
+// Host is one simulated host.
+type Host struct {
+	c      *Cluster
+	Index  int
+	Name   string // Patroni member name, e.g. pg1
+	IP     string
+	Dir    string
+	Holder string
+	Nodeha string
+	Spilo  string
+}
+
+// New prepares (but does not start) a cluster.
+func New(o Options) (*Cluster, error) {
+	pfx, err := netip.ParsePrefix(o.Subnet)
+	if err != nil {
+		return nil, fmt.Errorf("testcluster: subnet: %w", err)
+	}
+	if o.Scope == "" {
+		o.Scope = "postgres-patroni"
+	}
+	c := &Cluster{Opts: o, Passwords: map[string]string{
+		"SUPERUSER": "su-" + o.Prefix, "REPLICATION": "repl-" + o.Prefix,
+		"RESTAPI": "api-" + o.Prefix,
+	}}
+	base := pfx.Masked().Addr().As4()
+	for i := 1; i <= o.Hosts; i++ {
+		ip := base
+		ip[3] = byte(10 + i)
+		name := fmt.Sprintf("%s-h%d", o.Prefix, i)
+		c.Hosts = append(c.Hosts, &Host{
+			c: c, Index: i, Name: fmt.Sprintf("pg%d", i), IP: netip.AddrFrom4(ip).String(),
+			Dir: filepath.Join(o.BaseDir, fmt.Sprintf("h%d", i)), Holder: name,
+			Nodeha: name + "-nodeha", Spilo: name + "-spilo",
+		})
+	}
+	return c, nil
+}
+
+// Docker runs the docker CLI and returns its trimmed stdout.
+func Docker(ctx context.Context, args ...string) (string, error) {
+	var out, errb bytes.Buffer
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("docker %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+// Network is the Docker network's name.
+func (c *Cluster) Network() string { return c.Opts.Prefix }
+
+// Peers is the comma-separated peer list.
+func (c *Cluster) Peers() string {
+	var ips []string
+	for _, h := range c.Hosts {
+		ips = append(ips, h.IP)
+	}
+	return strings.Join(ips, ",")
+}
+
+// Up creates the network, the host directories and holders, and starts
+// nodeha on every host at once (as three VMs booting together would).
+func (c *Cluster) Up(ctx context.Context) error {
+	if _, err := Docker(ctx, "network", "inspect", c.Network()); err != nil {
+		if _, err := Docker(ctx, "network", "create", "--subnet", c.Opts.Subnet, c.Network()); err != nil {
+			return err
+		}
+	}
+	for _, h := range c.Hosts {
+		if err := h.prepare(ctx); err != nil {
+			return err
+		}
+	}
+	return c.each(func(h *Host) error { return h.StartNodeha(ctx) })
+}
+
+func (c *Cluster) each(f func(*Host) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.Hosts))
+	for i, h := range c.Hosts {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = f(h) }()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Host) prepare(ctx context.Context) error {
+	if err := os.MkdirAll(h.Dir, 0o755); err != nil {
+		return err
+	}
+	if h.c.Opts.Overlay != "" {
+		b, err := os.ReadFile(h.c.Opts.Overlay)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(h.Dir, "overlay.yml"), b, 0o644); err != nil {
+			return err
+		}
+	}
+	if _, err := Docker(ctx, "inspect", h.Holder); err == nil {
+		return nil
+	}
+	_, err := Docker(ctx, "run", "-d", "--name", h.Holder, "--hostname", h.Name,
+		"--network", h.c.Network(), "--ip", h.IP, "--label", "io.nodeha.testcluster="+h.c.Opts.Prefix,
+		"--entrypoint", "/bin/sleep", h.c.Opts.SpiloImage, "infinity")
+	return err
+}
+
+// Socket is the host's health socket, reachable from the machine.
+func (h *Host) Socket() string { return filepath.Join(h.Dir, "run", "nodeha.sock") }
+
+// Env is the nodeha settings of this host.
+func (h *Host) Env() []string {
+	c := h.c
+	env := []string{
+		"NODEHA_NAME=" + h.Name,
+		"NODEHA_PEERS=" + c.Peers(),
+		"NODEHA_ADVERTISE=" + h.IP,
+		"NODEHA_SCOPE=" + c.Opts.Scope,
+		"NODEHA_IMAGE=" + c.Opts.SpiloImage,
+		"NODEHA_DATA_DIR=" + filepath.Join(h.Dir, "nodeha"),
+		"NODEHA_POSTGRES_DIR=" + filepath.Join(h.Dir, "postgresql"),
+		"NODEHA_LOG_DIR=" + filepath.Join(h.Dir, "log"),
+		"NODEHA_SOCKET=" + h.Socket(),
+		"NODEHA_CONTAINER_NAME=" + h.Spilo,
+		"NODEHA_NETWORK_MODE=container:" + h.Holder,
+	}
+	for k, v := range c.Passwords {
+		env = append(env, "NODEHA_"+k+"_PASSWORD="+v)
+	}
+	if c.Opts.Overlay != "" {
+		env = append(env, "NODEHA_PATRONI_OVERLAY="+filepath.Join(h.Dir, "overlay.yml"))
+	}
+	return append(env, c.Opts.Env...)
+}
+
+// StartNodeha starts (or restarts) this host's nodeha container.
+func (h *Host) StartNodeha(ctx context.Context, args ...string) error {
+	if _, err := Docker(ctx, "inspect", h.Nodeha); err == nil {
+		_, err := Docker(ctx, "start", h.Nodeha)
+		return err
+	}
+	run := []string{"run", "-d", "--name", h.Nodeha, "--network", "container:" + h.Holder,
+		"--label", "io.nodeha.testcluster=" + h.c.Opts.Prefix,
+		"-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", h.Dir + ":" + h.Dir}
+	for _, e := range h.Env() {
+		run = append(run, "-e", e)
+	}
+	run = append(run, h.c.Opts.NodehaImage, "run")
+	_, err := Docker(ctx, append(run, args...)...)
+	return err
+}
+
+// Signal sends sig to this host's nodeha and, unless it is SIGUSR1/2-like
+// and wait is false, waits for the process to exit.
+func (h *Host) Signal(ctx context.Context, sig string, wait bool) error {
+	if _, err := Docker(ctx, "kill", "-s", sig, h.Nodeha); err != nil {
+		return err
+	}
+	if !wait {
+		return nil
+	}
+	_, err := Docker(ctx, "wait", h.Nodeha)
+	return err
+}
+
+// NodehaExitCode is the exit code of the stopped nodeha container.
+func (h *Host) NodehaExitCode(ctx context.Context) (int, error) {
+	out, err := Docker(ctx, "inspect", "-f", "{{.State.ExitCode}}", h.Nodeha)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(out)
+}
+
+// Logs returns the nodeha container's log.
+func (h *Host) Logs(ctx context.Context) string {
+	out, _ := exec.CommandContext(ctx, "docker", "logs", h.Nodeha).CombinedOutput()
+	return string(out)
+}
+
+// Health reads the host's health report from its socket.
+func (h *Host) Health(ctx context.Context) (health.Report, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return health.Get(ctx, h.Socket())
+}
+
+// Psql runs SQL as postgres over the local socket inside the Spilo
+// container and returns the unaligned output.
+func (h *Host) Psql(ctx context.Context, sql string) (string, error) {
+	return Docker(ctx, "exec", "-u", "postgres", h.Spilo, "psql", "-h", "/var/run/postgresql", "-U", "postgres",
+		"-d", "postgres", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql)
+}
+
+// Down removes every container and the network of the cluster. Host
+// directories stay unless removeData.
+func (c *Cluster) Down(ctx context.Context, removeData bool) error {
+	ids, _ := Docker(ctx, "ps", "-aq", "--filter", "name=^"+c.Opts.Prefix+"-h")
+	if ids != "" {
+		Docker(ctx, append([]string{"rm", "-f", "-v"}, strings.Fields(ids)...)...)
+	}
+	Docker(ctx, "network", "rm", c.Network())
+	if removeData {
+		return os.RemoveAll(c.Opts.BaseDir)
+	}
+	return nil
+}
+
+// State is what the cluster looks like from its PostgreSQL servers.
+type State struct {
+	Leaders   []*Host
+	Streaming int // replicas streaming from the single leader
+}
+
+// Observe asks every host's PostgreSQL whether it is in recovery and the
+// leader how many standbys stream from it.
+func (c *Cluster) Observe(ctx context.Context) State {
+	var st State
+	for _, h := range c.Hosts {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		out, err := h.Psql(ctx, "select pg_is_in_recovery()")
+		cancel()
+		if err == nil && out == "f" {
+			st.Leaders = append(st.Leaders, h)
+		}
+	}
+	if len(st.Leaders) == 1 {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		out, err := st.Leaders[0].Psql(ctx, "select count(*) from pg_stat_replication where state = 'streaming'")
+		cancel()
+		if err == nil {
+			st.Streaming, _ = strconv.Atoi(out)
+		}
+	}
+	return st
+}
+
+// WaitWhole waits until exactly one host accepts writes and every other
+// host streams from it, and returns the leader.
+func (c *Cluster) WaitWhole(ctx context.Context, timeout time.Duration) (*Host, error) {
+	deadline := time.Now().Add(timeout)
+	var st State
+	for time.Now().Before(deadline) {
+		st = c.Observe(ctx)
+		if len(st.Leaders) == 1 && st.Streaming == len(c.Hosts)-1 {
+			return st.Leaders[0], nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	names := []string{}
+	for _, h := range st.Leaders {
+		names = append(names, h.Name)
+	}
+	return nil, fmt.Errorf("cluster not whole after %v: leaders %v, streaming replicas %d of %d", timeout, names, st.Streaming, len(c.Hosts)-1)
+}
+
+// HostByName finds a host by Patroni member name.
+func (c *Cluster) HostByName(name string) *Host {
+	for _, h := range c.Hosts {
+		if h.Name == name {
+			return h
+		}
+	}
+	return nil
+}
+
+// WaitHealthy waits until every host's health socket says healthy.
+func (c *Cluster) WaitHealthy(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last []string
+	for time.Now().Before(deadline) {
+		last = last[:0]
+		for _, h := range c.Hosts {
+			rep, err := h.Health(ctx)
+			switch {
+			case err != nil:
+				last = append(last, fmt.Sprintf("%s: %v", h.Name, err))
+			case !rep.Healthy:
+				last = append(last, fmt.Sprintf("%s: %s", h.Name, strings.Join(rep.Reasons, "; ")))
+			}
+		}
+		if len(last) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("not healthy after %v: %s", timeout, strings.Join(last, ", "))
+}

@@ -1,0 +1,307 @@
+package spilo_test
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/nodeha/nodeha/spilo"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func parseYAML(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		t.Fatalf("parse YAML: %v\n%s", err, b)
+	}
+	return m
+}
+
+// diffMaps lists the paths at which got and want differ.
+func diffMaps(prefix string, got, want any) []string {
+	gm, gok := got.(map[string]any)
+	wm, wok := want.(map[string]any)
+	if !gok || !wok {
+		if !reflect.DeepEqual(got, want) {
+			return []string{prefix + ": got " + yamlString(got) + ", want " + yamlString(want)}
+		}
+		return nil
+	}
+	var out []string
+	for k, wv := range wm {
+		gv, ok := gm[k]
+		if !ok {
+			out = append(out, prefix+"."+k+": missing")
+			continue
+		}
+		out = append(out, diffMaps(prefix+"."+k, gv, wv)...)
+	}
+	for k := range gm {
+		if _, ok := wm[k]; !ok {
+			out = append(out, prefix+"."+k+": not in the seed")
+		}
+	}
+	return out
+}
+
+func yamlString(v any) string {
+	b, _ := yaml.Marshal(v)
+	return strings.TrimSpace(string(b))
+}
+
+// The rendered file must be the seed recipe's postgres.yml, key for key and
+// value for value, once the seed's placeholders are filled in.
+func TestRenderIsFaithfulToSeed(t *testing.T) {
+	const ip, name = "10.26.235.157", "pg-node-1"
+	seed, err := os.ReadFile("testdata/seed.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed = bytes.ReplaceAll(seed, []byte("<IPAddress>"), []byte(ip))
+	seed = bytes.ReplaceAll(seed, []byte("<node_name>"), []byte(name))
+	want := parseYAML(t, seed)
+
+	cfg := testConfig(t,
+		"--name="+name,
+		"--advertise="+ip,
+		"--peers=10.26.235.157,10.26.235.206,10.26.235.75",
+		"--scope=postgres-patroni-cb5o3izc",
+		"--superuser-password=<password>",
+		"--replication-password=<password>",
+		"--rewind-password=<password>",
+		"--restapi-password=<password>",
+	)
+	file, err := spilo.Render(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := parseYAML(t, file)
+	if d := diffMaps("", got, want); len(d) > 0 {
+		t.Errorf("rendered postgres.yml differs from the seed:\n%s", strings.Join(d, "\n"))
+	} else if !reflect.DeepEqual(got, want) {
+		t.Errorf("rendered postgres.yml differs from the seed:\n%s", file)
+	}
+}
+
+// Values that YAML 1.1 (PyYAML, which Patroni uses) would read as booleans
+// must stay strings: archive_mode: on would turn into True.
+func TestRenderQuotesYAML11Booleans(t *testing.T) {
+	file, err := spilo.Render(testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		`archive_mode: "on"`,
+		`hot_standby: "on"`,
+		`ssl: "on"`,
+		`update_process_title: "off"`,
+	} {
+		if !bytes.Contains(file, []byte(line)) {
+			t.Errorf("rendered file lacks %s", line)
+		}
+	}
+}
+
+func TestRenderGolden(t *testing.T) {
+	cfg := testConfig(t,
+		"--name=pg-node-2",
+		"--advertise=192.168.10.12",
+		"--peers=192.168.10.11,192.168.10.12,192.168.10.13",
+		"--scope=orders",
+		"--postgres-port=5433",
+		"--restapi-port=8009",
+		"--etcd-client-port=2479",
+	)
+	got, err := spilo.Render(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "postgres.golden.yml")
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./spilo -run Golden -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("Render differs from %s (run with -update if intended):\n--- got\n%s", golden, got)
+	}
+	// The golden file must carry the non-default settings, not just exist.
+	m := parseYAML(t, got)
+	pg := m["postgresql"].(map[string]any)
+	if pg["connect_address"] != "192.168.10.12:5433" || pg["listen"] != "*:5433" || pg["name"] != "pg-node-2" {
+		t.Errorf("postgresql: connect_address %v, listen %v, name %v", pg["connect_address"], pg["listen"], pg["name"])
+	}
+	if port := pg["parameters"].(map[string]any)["port"]; port != float64(5433) {
+		t.Errorf("postgresql.parameters.port = %v, want 5433", port)
+	}
+	rest := m["restapi"].(map[string]any)
+	if rest["connect_address"] != "192.168.10.12:8009" || rest["listen"] != ":8009" {
+		t.Errorf("restapi: connect_address %v, listen %v", rest["connect_address"], rest["listen"])
+	}
+	hosts := m["etcd3"].(map[string]any)["hosts"]
+	if want := []any{"192.168.10.11:2479", "192.168.10.12:2479", "192.168.10.13:2479"}; !reflect.DeepEqual(hosts, want) {
+		t.Errorf("etcd3.hosts = %v, want %v", hosts, want)
+	}
+	if m["scope"] != "orders" {
+		t.Errorf("scope = %v", m["scope"])
+	}
+}
+
+func TestRenderFillsPasswords(t *testing.T) {
+	file, err := spilo.Render(testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := parseYAML(t, file)
+	auth := m["postgresql"].(map[string]any)["authentication"].(map[string]any)
+	for user, want := range map[string]string{
+		"superuser": superuserPassword, "replication": replicationPassword, "rewind": rewindPassword,
+	} {
+		if got := auth[user].(map[string]any)["password"]; got != want {
+			t.Errorf("postgresql.authentication.%s.password = %v, want %s", user, got, want)
+		}
+	}
+	if got := m["restapi"].(map[string]any)["authentication"].(map[string]any)["password"]; got != restAPIPassword {
+		t.Errorf("restapi.authentication.password = %v", got)
+	}
+	if bytes.Contains(file, []byte("<password>")) || bytes.Contains(file, []byte("<IPAddress>")) || bytes.Contains(file, []byte("<node_name>")) {
+		t.Errorf("a placeholder of the seed is left in:\n%s", file)
+	}
+}
+
+func TestRenderIPv6BracketsConnectAddress(t *testing.T) {
+	cfg := testConfig(t, "--advertise=fd00::1", "--peers=fd00::1,fd00::2,fd00::3")
+	file, err := spilo.Render(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := parseYAML(t, file)
+	if got := m["postgresql"].(map[string]any)["connect_address"]; got != "[fd00::1]:5432" {
+		t.Errorf("connect_address = %v, want [fd00::1]:5432", got)
+	}
+	if got := m["etcd3"].(map[string]any)["hosts"].([]any)[1]; got != "[fd00::2]:2379" {
+		t.Errorf("etcd3.hosts[1] = %v, want [fd00::2]:2379", got)
+	}
+}
+
+func TestMerge(t *testing.T) {
+	dst := map[string]any{
+		"bootstrap": map[string]any{
+			"dcs": map[string]any{"ttl": 45, "loop_wait": 15},
+		},
+		"hba":   []any{"a", "b", "c"},
+		"scope": "old",
+		"keep":  "kept",
+	}
+	src := map[string]any{
+		"bootstrap": map[string]any{
+			"dcs": map[string]any{"ttl": 30, "synchronous_mode": true},
+		},
+		"hba":   []any{"z"},
+		"scope": "new",
+		"tags":  map[string]any{"nofailover": true},
+	}
+	spilo.Merge(dst, src)
+	want := map[string]any{
+		"bootstrap": map[string]any{
+			// maps merge key by key
+			"dcs": map[string]any{"ttl": 30, "loop_wait": 15, "synchronous_mode": true},
+		},
+		"hba":   []any{"z"}, // lists replace
+		"scope": "new",      // scalars replace
+		"keep":  "kept",
+		"tags":  map[string]any{"nofailover": true}, // new keys are added
+	}
+	if !reflect.DeepEqual(dst, want) {
+		t.Errorf("Merge:\n got %v\nwant %v", dst, want)
+	}
+}
+
+func TestMergeScalarOverMapAndMapOverScalar(t *testing.T) {
+	dst := map[string]any{"a": map[string]any{"x": 1}, "b": "scalar", "c": 1}
+	spilo.Merge(dst, map[string]any{"a": "flat", "b": map[string]any{"y": 2}, "c": nil})
+	want := map[string]any{"a": "flat", "b": map[string]any{"y": 2}, "c": nil}
+	if !reflect.DeepEqual(dst, want) {
+		t.Errorf("Merge = %v, want %v", dst, want)
+	}
+}
+
+func TestRenderAppliesOverlayFile(t *testing.T) {
+	overlay := filepath.Join(t.TempDir(), "overlay.yml")
+	if err := os.WriteFile(overlay, []byte(`
+bootstrap:
+  dcs:
+    ttl: 30
+    synchronous_mode: true
+    postgresql:
+      parameters:
+        max_connections: 500
+postgresql:
+  pg_hba:
+  - hostssl all all all scram-sha-256
+tags:
+  nofailover: true
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clearEnv(t)
+	t.Setenv("NODEHA_PATRONI_OVERLAY", overlay)
+	cfg := loadConfig(t)
+	if cfg.PatroniOverlay != overlay {
+		t.Fatalf("PatroniOverlay = %q, want %q from NODEHA_PATRONI_OVERLAY", cfg.PatroniOverlay, overlay)
+	}
+	file, err := spilo.Render(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := parseYAML(t, file)
+	dcs := m["bootstrap"].(map[string]any)["dcs"].(map[string]any)
+	if dcs["ttl"] != float64(30) || dcs["synchronous_mode"] != true {
+		t.Errorf("overlay values not applied: ttl %v, synchronous_mode %v", dcs["ttl"], dcs["synchronous_mode"])
+	}
+	if dcs["loop_wait"] != float64(15) {
+		t.Errorf("loop_wait = %v: the overlay's map replaced the seed's instead of merging", dcs["loop_wait"])
+	}
+	params := dcs["postgresql"].(map[string]any)["parameters"].(map[string]any)
+	if params["max_connections"] != float64(500) || params["archive_mode"] != "on" {
+		t.Errorf("parameters: max_connections %v, archive_mode %v", params["max_connections"], params["archive_mode"])
+	}
+	pg := m["postgresql"].(map[string]any)
+	if hba := pg["pg_hba"].([]any); len(hba) != 1 || hba[0] != "hostssl all all all scram-sha-256" {
+		t.Errorf("pg_hba = %v, want the overlay's list alone", hba)
+	}
+	if pg["connect_address"] != "10.0.0.1:5432" {
+		t.Errorf("connect_address = %v, want it untouched by the overlay", pg["connect_address"])
+	}
+	if tags, _ := m["tags"].(map[string]any); tags["nofailover"] != true {
+		t.Errorf("tags = %v, want the overlay's new key", m["tags"])
+	}
+}
+
+func TestRenderBrokenOverlayNamesTheFile(t *testing.T) {
+	overlay := filepath.Join(t.TempDir(), "broken-overlay.yml")
+	if err := os.WriteFile(overlay, []byte("bootstrap:\n  dcs: [ttl: 30\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.PatroniOverlay = overlay
+	_, err := spilo.Render(cfg)
+	if err == nil {
+		t.Fatal("Render accepted a broken overlay")
+	}
+	if !strings.Contains(err.Error(), overlay) {
+		t.Errorf("error %q does not name %s", err, overlay)
+	}
+}

@@ -1,0 +1,268 @@
+package spilo_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+
+	"github.com/nodeha/nodeha/spilo"
+)
+
+// startRunner starts a runner on d for a spec rendered from args, with a
+// short reconcile interval. The runner is closed, leaving the container,
+// when the test ends.
+func startRunner(t *testing.T, d *fakeDocker, interval time.Duration, args ...string) (*spilo.Runner, *spilo.Spec) {
+	t.Helper()
+	spec, _ := renderSpec(t, testConfig(t, append([]string{"--container-name=pg"}, args...)...))
+	log, _ := testLogger(t)
+	r := spilo.NewRunner(d, spec, log)
+	r.Interval = interval
+	r.Start(context.Background())
+	t.Cleanup(func() { r.Close(spilo.LeaveRunning) })
+	return r, spec
+}
+
+func waitReady(t *testing.T, r *spilo.Runner) {
+	t.Helper()
+	select {
+	case <-r.Ready():
+	case <-time.After(15 * time.Second):
+		t.Fatalf("runner not ready; status %+v", r.Status())
+	}
+}
+
+func TestRunnerCreatesMissingContainer(t *testing.T) {
+	d := newFakeDocker()
+	r, spec := startRunner(t, d, 50*time.Millisecond)
+	waitReady(t, r)
+
+	c, ok := d.container("pg")
+	if !ok {
+		t.Fatal("no container named pg")
+	}
+	if got, want := d.Calls(), []string{"create pg", "start " + c.id}; !slices.Equal(got, want) {
+		t.Errorf("calls = %q, want %q", got, want)
+	}
+	if c.config.Image != spec.Config.Image || c.config.Labels[spilo.LabelSpecHash] != spec.Hash {
+		t.Errorf("created image %q, hash label %q; want %q, %q", c.config.Image, c.config.Labels[spilo.LabelSpecHash], spec.Config.Image, spec.Hash)
+	}
+	waitFor(t, "status running", func() bool { return r.Status().Running })
+	st := r.Status()
+	if st.ID != c.id || st.State != "running" || st.SpecHash != spec.Hash || st.Restarts != 0 || st.LastExitCode != nil {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+func TestRunnerAdoptsMatchingContainer(t *testing.T) {
+	d := newFakeDocker()
+	spec, _ := renderSpec(t, testConfig(t, "--container-name=pg"))
+	id := d.add("pg", spec.Hash, true)
+
+	r, _ := startRunner(t, d, 20*time.Millisecond)
+	waitReady(t, r)
+	// Let several reconciles pass: none of them may touch the container.
+	waitFor(t, "five reconciles", func() bool { return d.Inspects() >= 5 })
+	if calls := d.Calls(); len(calls) != 0 {
+		t.Errorf("adopting a matching running container made calls %q, want none", calls)
+	}
+	st := r.Status()
+	if st.ID != id || !st.Running || st.Restarts != 0 {
+		t.Errorf("status = %+v, want the adopted container %s running", st, id)
+	}
+}
+
+func TestRunnerRecreatesChangedContainer(t *testing.T) {
+	d := newFakeDocker()
+	oldID := d.add("pg", "0123456789abcdef", true)
+
+	r, spec := startRunner(t, d, 50*time.Millisecond, "--stop-timeout=150s")
+	waitReady(t, r)
+
+	c, ok := d.container("pg")
+	if !ok || c.id == oldID {
+		t.Fatalf("container pg not replaced (found %v, id %s)", ok, c.id)
+	}
+	if c.config.Labels[spilo.LabelSpecHash] != spec.Hash || !c.state.Running {
+		t.Errorf("new container: hash %q running %v; want %q running", c.config.Labels[spilo.LabelSpecHash], c.state.Running, spec.Hash)
+	}
+	want := []string{"stop " + oldID + " 150", "remove " + oldID, "create pg", "start " + c.id}
+	if got := d.Calls(); !slices.Equal(got, want) {
+		t.Errorf("calls = %q, want %q", got, want)
+	}
+}
+
+func TestRunnerRestartsContainerThatDies(t *testing.T) {
+	d := newFakeDocker()
+	// A long interval: only the die event can trigger the restart.
+	r, _ := startRunner(t, d, time.Hour)
+	waitReady(t, r)
+	waitSubscribed(t, d)
+	c, _ := d.container("pg")
+	waitFor(t, "the runner to settle after create", func() bool { return d.Inspects() >= 2 })
+
+	d.kill("pg", 137)
+	waitFor(t, "one restart", func() bool { st := r.Status(); return st.Restarts == 1 && st.Running })
+
+	st := r.Status()
+	if st.LastExitCode == nil || *st.LastExitCode != 137 {
+		t.Errorf("LastExitCode = %v, want 137", st.LastExitCode)
+	}
+	if st.LastExitAt.IsZero() {
+		t.Error("LastExitAt not set")
+	}
+	if st.ID != c.id {
+		t.Errorf("status ID = %s, want the same container %s", st.ID, c.id)
+	}
+	// Restarted in place: one create, one start at create, one restart.
+	if got, want := d.Calls(), []string{"create pg", "start " + c.id, "start " + c.id}; !slices.Equal(got, want) {
+		t.Errorf("calls = %q, want %q", got, want)
+	}
+}
+
+func TestRunnerRestartsExitedContainerAndCountsExits(t *testing.T) {
+	d := newFakeDocker()
+	spec, _ := renderSpec(t, testConfig(t, "--container-name=pg"))
+	id := d.add("pg", spec.Hash, false) // found exited, with exit code 1
+
+	r, _ := startRunner(t, d, 50*time.Millisecond)
+	waitReady(t, r)
+	waitFor(t, "first restart", func() bool { return r.Status().Restarts == 1 })
+	if st := r.Status(); st.LastExitCode == nil || *st.LastExitCode != 1 {
+		t.Errorf("LastExitCode = %v, want 1 from the exited container", st.LastExitCode)
+	}
+
+	d.kill("pg", 3)
+	waitFor(t, "second restart", func() bool { st := r.Status(); return st.Restarts == 2 && st.Running })
+	if st := r.Status(); st.LastExitCode == nil || *st.LastExitCode != 3 {
+		t.Errorf("LastExitCode = %v, want 3 from the last exit", st.LastExitCode)
+	}
+	if got, want := d.Calls(), []string{"start " + id, "start " + id}; !slices.Equal(got, want) {
+		t.Errorf("calls = %q, want %q (no create: the container is reused)", got, want)
+	}
+}
+
+func TestRunnerRetriesFailedCreate(t *testing.T) {
+	d := newFakeDocker()
+	d.createErr = errors.New("No such image: ghcr.io/zalando/spilo-15:3.0-p1")
+	r, _ := startRunner(t, d, 50*time.Millisecond)
+
+	waitFor(t, "the error in the status", func() bool { return r.Status().LastError != "" })
+	if e := r.Status().LastError; !strings.Contains(e, `spilo: create container "pg"`) || !strings.Contains(e, "No such image") {
+		t.Errorf("LastError = %q", e)
+	}
+	d.mu.Lock()
+	d.createErr = nil
+	d.mu.Unlock()
+	waitReady(t, r)
+	waitFor(t, "the error to clear", func() bool { return r.Status().LastError == "" })
+	if n := d.count("create"); n < 2 {
+		t.Errorf("%d creates, want a retry", n)
+	}
+}
+
+func TestRunnerResubscribesToEvents(t *testing.T) {
+	d := newFakeDocker()
+	r, _ := startRunner(t, d, 50*time.Millisecond)
+	waitReady(t, r)
+	waitSubscribed(t, d)
+	d.breakStreams()
+	waitSubscribed(t, d) // again
+}
+
+func waitSubscribed(t *testing.T, d *fakeDocker) {
+	t.Helper()
+	select {
+	case <-d.subscribed:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the runner did not subscribe to container events")
+	}
+}
+
+func TestRunnerCloseStopsContainer(t *testing.T) {
+	d := newFakeDocker()
+	r, _ := startRunner(t, d, 50*time.Millisecond, "--stop-timeout=150s")
+	waitReady(t, r)
+
+	if err := r.Close(spilo.StopContainer); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := d.container("pg"); c.state.Running {
+		t.Error("container still running after Close(StopContainer)")
+	}
+	// Stopped by name, with the spec's timeout so Patroni can shut down.
+	if n := d.count("stop pg 150"); n != 1 {
+		t.Errorf("calls = %q, want one stop of pg with timeout 150", d.Calls())
+	}
+	if err := r.Close(spilo.StopContainer); err != nil {
+		t.Errorf("second Close = %v", err)
+	}
+	if n := d.count("stop"); n != 1 {
+		t.Errorf("%d stops after closing twice, want 1", n)
+	}
+}
+
+func TestRunnerCloseLeaveRunning(t *testing.T) {
+	d := newFakeDocker()
+	r, _ := startRunner(t, d, 50*time.Millisecond)
+	waitReady(t, r)
+
+	if err := r.Close(spilo.LeaveRunning); err != nil {
+		t.Fatal(err)
+	}
+	// The first mode wins.
+	if err := r.Close(spilo.StopContainer); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.count("stop"); n != 0 {
+		t.Errorf("calls = %q, want no stop", d.Calls())
+	}
+	if c, _ := d.container("pg"); !c.state.Running {
+		t.Error("container stopped by Close(LeaveRunning)")
+	}
+}
+
+func TestRunnerCloseErrors(t *testing.T) {
+	spec, _ := renderSpec(t, testConfig(t, "--container-name=pg"))
+	log, _ := testLogger(t)
+
+	// Nothing to stop is not an error.
+	d := newFakeDocker()
+	if err := spilo.NewRunner(d, spec, log).Close(spilo.StopContainer); err != nil {
+		t.Errorf("Close with no container = %v, want nil", err)
+	}
+
+	d = newFakeDocker()
+	d.add("pg", spec.Hash, true)
+	d.stopErr = fmt.Errorf("engine gone: %w", cerrdefs.ErrUnavailable)
+	err := spilo.NewRunner(d, spec, log).Close(spilo.StopContainer)
+	if err == nil || !strings.Contains(err.Error(), `spilo: stop container "pg"`) || !cerrdefs.IsUnavailable(err) {
+		t.Errorf("Close = %v, want the wrapped stop error", err)
+	}
+}
+
+func TestRunnerRecreatesRemovedContainer(t *testing.T) {
+	d := newFakeDocker()
+	r, _ := startRunner(t, d, 50*time.Millisecond)
+	waitReady(t, r)
+	first, _ := d.container("pg")
+
+	// docker rm -f behind the runner's back.
+	d.mu.Lock()
+	delete(d.containers, "pg")
+	d.mu.Unlock()
+	d.emit("destroy", "pg")
+
+	waitFor(t, "a new container", func() bool {
+		c, ok := d.container("pg")
+		return ok && c.id != first.id && c.state.Running
+	})
+	if n := d.count("create pg"); n != 2 {
+		t.Errorf("calls = %q, want a second create", d.Calls())
+	}
+}
