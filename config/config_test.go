@@ -48,7 +48,6 @@ var validArgs = []string{
 	"--peers=10.0.0.1,10.0.0.2,10.0.0.3",
 	"--superuser-password=su-secret",
 	"--replication-password=repl-secret",
-	"--rewind-password=rewind-secret",
 	"--restapi-password=api-secret",
 }
 
@@ -94,7 +93,6 @@ func TestValidateReportsEveryProblemAtOnce(t *testing.T) {
 	want := []struct{ prefix, part string }{
 		{"NODEHA_SUPERUSER_PASSWORD (--superuser-password): ", "required"},
 		{"NODEHA_REPLICATION_PASSWORD (--replication-password): ", "required"},
-		{"NODEHA_REWIND_PASSWORD (--rewind-password): ", "required"},
 		{"NODEHA_RESTAPI_PASSWORD (--restapi-password): ", "required"},
 		{"NODEHA_ADVERTISE (--advertise): ", "resolves to no address"},
 		{"NODEHA_ETCD_CLIENT_PORT (--etcd-client-port): ", "70000"},
@@ -343,7 +341,33 @@ func TestValidateJoinsErrors(t *testing.T) {
 	err := c.Validate()
 	// errors.Join keeps every problem reachable, not just a flattened string.
 	var joined interface{ Unwrap() []error }
-	if !errors.As(err, &joined) || len(joined.Unwrap()) < 5 {
-		t.Fatalf("Validate() = %v, want a joined error of the name and four passwords", err)
+	if !errors.As(err, &joined) || len(joined.Unwrap()) != 4 {
+		t.Fatalf("Validate() = %v, want a joined error of the name and three passwords", err)
+	}
+}
+
+// The seed's rewind user is its replication user: one role, one password.
+func TestRewindPasswordFollowsReplication(t *testing.T) {
+	clearEnv(t)
+	c := load(t, validArgs...)
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.RewindPassword != "repl-secret" {
+		t.Errorf("RewindPassword = %q, want the replication password", c.RewindPassword)
+	}
+
+	c = load(t, append(validArgs, "--rewind-password=repl-secret")...)
+	if err := c.Validate(); err != nil {
+		t.Errorf("an equal rewind password was refused: %v", err)
+	}
+
+	c = load(t, append(validArgs, "--rewind-password=something-else")...)
+	err := c.Validate()
+	if !hasLine(errLines(err), "NODEHA_REWIND_PASSWORD (--rewind-password): ", "NODEHA_REPLICATION_PASSWORD") {
+		t.Errorf("Validate() = %v, want a line saying rewind differs from replication", err)
+	}
+	if strings.Contains(err.Error(), "something-else") || strings.Contains(err.Error(), "repl-secret") {
+		t.Errorf("the error shows a password: %v", err)
 	}
 }

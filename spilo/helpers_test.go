@@ -10,15 +10,16 @@ import (
 	"github.com/nodeha/nodeha/config"
 )
 
-// Distinct passwords, so a test can tell which one leaked where.
+// Distinct passwords, so a test can tell which one leaked where. The
+// rewind user is the replication user (replicator), so it shares its
+// password.
 const (
 	superuserPassword   = "su-Kq7vTf9x"
 	replicationPassword = "repl-Wm3pLs2c"
-	rewindPassword      = "rewind-Zc8nHd4y"
 	restAPIPassword     = "api-Rb6tJx1q"
 )
 
-var passwords = []string{superuserPassword, replicationPassword, rewindPassword, restAPIPassword}
+var passwords = []string{superuserPassword, replicationPassword, restAPIPassword}
 
 // clearEnv unsets every NODEHA_* variable and the unprefixed names
 // envconfig falls back to, so the machine's environment cannot leak in.
@@ -54,7 +55,6 @@ func loadConfig(t *testing.T, args ...string) *config.Config {
 		"--scope=orders",
 		"--superuser-password=" + superuserPassword,
 		"--replication-password=" + replicationPassword,
-		"--rewind-password=" + rewindPassword,
 		"--restapi-password=" + restAPIPassword,
 	}
 	c, err := config.Load(fs, append(base, args...))

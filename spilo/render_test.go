@@ -167,7 +167,7 @@ func TestRenderFillsPasswords(t *testing.T) {
 	m := parseYAML(t, file)
 	auth := m["postgresql"].(map[string]any)["authentication"].(map[string]any)
 	for user, want := range map[string]string{
-		"superuser": superuserPassword, "replication": replicationPassword, "rewind": rewindPassword,
+		"superuser": superuserPassword, "replication": replicationPassword, "rewind": replicationPassword,
 	} {
 		if got := auth[user].(map[string]any)["password"]; got != want {
 			t.Errorf("postgresql.authentication.%s.password = %v, want %s", user, got, want)

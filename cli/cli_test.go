@@ -1,0 +1,243 @@
+package cli_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/nodeha/nodeha/cli"
+	"github.com/nodeha/nodeha/config"
+)
+
+// clearEnv unsets every NODEHA_* variable and the unprefixed names
+// envconfig falls back to, so the machine's environment cannot leak in.
+func clearEnv(t *testing.T) {
+	t.Helper()
+	for _, s := range config.Settings() {
+		for _, k := range []string{s.Env, strings.TrimPrefix(s.Env, "NODEHA_")} {
+			if _, ok := os.LookupEnv(k); ok {
+				t.Setenv(k, "")
+				os.Unsetenv(k)
+			}
+		}
+	}
+}
+
+func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = cli.Main(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+var cluster = []string{"--name=pg-node-1", "--advertise=10.0.0.1", "--peers=10.0.0.1,10.0.0.2,10.0.0.3"}
+
+func setPasswords(t *testing.T) []string {
+	pw := map[string]string{
+		"NODEHA_SUPERUSER_PASSWORD":   "su-Kq7vTf9x",
+		"NODEHA_REPLICATION_PASSWORD": "repl-Wm3pLs2c",
+		"NODEHA_RESTAPI_PASSWORD":     "api-Rb6tJx1q",
+	}
+	var out []string
+	for k, v := range pw {
+		t.Setenv(k, v)
+		out = append(out, v)
+	}
+	return out
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := run(t, "version")
+	if code != 0 || out != "nodeha "+cli.Version+"\n" {
+		t.Errorf("version: exit %d, output %q", code, out)
+	}
+}
+
+func TestNoCommandAndUnknownCommand(t *testing.T) {
+	code, _, errOut := run(t, "frobnicate")
+	if code != 2 || !strings.Contains(errOut, `unknown command "frobnicate"`) || !strings.Contains(errOut, "usage:") {
+		t.Errorf("unknown command: exit %d, stderr %q", code, errOut)
+	}
+	if code, _, errOut := run(t); code != 2 || !strings.Contains(errOut, "usage:") {
+		t.Errorf("no command: exit %d, stderr %q", code, errOut)
+	}
+	if code, out, _ := run(t, "help"); code != 0 || !strings.Contains(out, "usage:") {
+		t.Errorf("help: exit %d, stdout %q", code, out)
+	}
+}
+
+func TestRenderWithoutPasswords(t *testing.T) {
+	clearEnv(t)
+	code, out, errOut := run(t, append([]string{"render"}, cluster...)...)
+	if code != 2 {
+		t.Errorf("exit %d, want 2 (bad settings)", code)
+	}
+	if out != "" {
+		t.Errorf("rendered despite missing passwords:\n%s", out)
+	}
+	lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
+	if len(lines) != 3 { // superuser, replication, REST API
+		t.Errorf("want one line per missing password, got:\n%s", errOut)
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "nodeha: NODEHA_") {
+			t.Errorf("line %q does not stand alone with a nodeha: prefix and the variable", l)
+		}
+	}
+	if !strings.Contains(errOut, "NODEHA_SUPERUSER_PASSWORD (--superuser-password)") {
+		t.Errorf("stderr does not name NODEHA_SUPERUSER_PASSWORD:\n%s", errOut)
+	}
+}
+
+func TestRenderPrintsPostgresYML(t *testing.T) {
+	clearEnv(t)
+	pw := setPasswords(t)
+	code, out, errOut := run(t, append([]string{"render"}, cluster...)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "connect_address: 10.0.0.1:5432") || !strings.Contains(out, "name: pg-node-1") {
+		t.Errorf("render output is not this host's postgres.yml:\n%s", out)
+	}
+	// The file is where the passwords go.
+	for _, p := range pw {
+		if !strings.Contains(out, p) {
+			t.Errorf("postgres.yml lacks a password %s", p)
+		}
+	}
+}
+
+func TestRenderContainerHasNoSecret(t *testing.T) {
+	clearEnv(t)
+	pw := setPasswords(t)
+	code, out, errOut := run(t, append([]string{"render", "--container"}, cluster...)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var spec struct {
+		Name   string `json:"name"`
+		Hash   string `json:"hash"`
+		Config struct {
+			Image string
+			Env   []string
+		} `json:"config"`
+	}
+	if err := json.Unmarshal([]byte(out), &spec); err != nil {
+		t.Fatalf("output is not the spec as JSON: %v\n%s", err, out)
+	}
+	if spec.Name != "nodeha-spilo" || spec.Hash == "" || spec.Config.Image != config.DefaultImage || len(spec.Config.Env) == 0 {
+		t.Errorf("spec = %+v", spec)
+	}
+	for _, p := range pw {
+		if strings.Contains(out+errOut, p) {
+			t.Errorf("render --container printed the password %s", p)
+		}
+	}
+}
+
+func TestDSN(t *testing.T) {
+	clearEnv(t)
+	code, out, errOut := run(t, "dsn", "--peers", "a,b,c")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	dsn := strings.TrimSpace(out)
+	if !strings.HasPrefix(dsn, "postgresql://a:5432,b:5432,c:5432/postgres?") || !strings.Contains(dsn, "target_session_attrs=read-write") {
+		t.Errorf("dsn = %s", dsn)
+	}
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		t.Fatalf("libpq-style parse of %s: %v", dsn, err)
+	}
+	hosts := []string{cfg.Host}
+	for _, f := range cfg.Fallbacks {
+		hosts = append(hosts, f.Host)
+		if f.Port != 5432 {
+			t.Errorf("fallback %s port %d", f.Host, f.Port)
+		}
+	}
+	if strings.Join(hosts, ",") != "a,b,c" || cfg.Port != 5432 || cfg.Database != "postgres" {
+		t.Errorf("parsed hosts %v port %d database %q, want a,b,c 5432 postgres", hosts, cfg.Port, cfg.Database)
+	}
+	if cfg.ValidateConnect == nil {
+		t.Error("no session check: target_session_attrs was not understood")
+	}
+	// The seed's pg_hba takes remote clients over TLS only.
+	if cfg.TLSConfig == nil {
+		t.Error("DSN allows a connection without TLS")
+	}
+	if cfg.Password != "" {
+		t.Error("DSN carries a password")
+	}
+}
+
+func TestDSNReadOnly(t *testing.T) {
+	clearEnv(t)
+	code, out, _ := run(t, "dsn", "--read-only", "--peers=10.0.0.1,10.0.0.2,10.0.0.3", "--user=app", "--dbname=orders")
+	dsn := strings.TrimSpace(out)
+	if code != 0 || !strings.Contains(dsn, "target_session_attrs=prefer-standby") || strings.Contains(dsn, "read-write") {
+		t.Fatalf("exit %d, dsn %s", code, dsn)
+	}
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.User != "app" || cfg.Database != "orders" || 1+len(cfg.Fallbacks) != 3 {
+		t.Errorf("parsed user %q database %q hosts %d", cfg.User, cfg.Database, 1+len(cfg.Fallbacks))
+	}
+}
+
+func TestDSNFromEnvironmentAndIPv6(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("NODEHA_PEERS", "fd00::1,fd00::2")
+	t.Setenv("NODEHA_POSTGRES_PORT", "6432")
+	code, out, errOut := run(t, "dsn")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	dsn := strings.TrimSpace(out)
+	if !strings.HasPrefix(dsn, "postgresql://[fd00::1]:6432,[fd00::2]:6432/") {
+		t.Errorf("dsn = %s", dsn)
+	}
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Host != "fd00::1" || cfg.Port != 6432 || len(cfg.Fallbacks) != 1 || cfg.Fallbacks[0].Host != "fd00::2" {
+		t.Errorf("parsed %s:%d fallbacks %+v", cfg.Host, cfg.Port, cfg.Fallbacks)
+	}
+}
+
+func TestDSNWithoutPeers(t *testing.T) {
+	clearEnv(t)
+	code, out, errOut := run(t, "dsn")
+	if code != 2 || out != "" || !strings.Contains(errOut, "NODEHA_PEERS (--peers)") {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 2 and a line naming NODEHA_PEERS", code, out, errOut)
+	}
+}
+
+func TestBadFlagAndExtraArgument(t *testing.T) {
+	clearEnv(t)
+	if code, _, _ := run(t, "dsn", "--no-such-flag"); code != 2 {
+		t.Errorf("unknown flag: exit %d, want 2", code)
+	}
+	if code, _, errOut := run(t, "dsn", "--peers=a", "extra"); code != 2 || !strings.Contains(errOut, `unexpected argument "extra"`) {
+		t.Errorf("extra argument: exit %d, stderr %q", code, errOut)
+	}
+	if code, _, errOut := run(t, "render", "-h"); code != 0 || !strings.Contains(errOut, "NODEHA_SUPERUSER_PASSWORD") {
+		t.Errorf("render -h: exit %d; the flag help should name the variables:\n%s", code, errOut)
+	}
+}
+
+func TestStatusWithoutDaemon(t *testing.T) {
+	clearEnv(t)
+	socket := t.TempDir() + "/nodeha.sock"
+	code, _, errOut := run(t, "status", "--socket="+socket)
+	if code != 1 || !strings.Contains(errOut, socket) {
+		t.Errorf("status with no daemon: exit %d, stderr %q", code, errOut)
+	}
+}

@@ -1,0 +1,360 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nodeha/nodeha/health"
+	"github.com/nodeha/nodeha/internal/testcluster"
+)
+
+const appPassword = "e2e-app-pw"
+
+// TestCluster walks one three-host cluster through its life: formation,
+// replication, a killed container, nodeha restarts that must not touch
+// PostgreSQL, a graceful stop of the primary host under write load, and a
+// restart of the whole cluster. Each step starts from a whole cluster.
+func TestCluster(t *testing.T) {
+	ctx := context.Background()
+	c, err := testcluster.New(testcluster.Options{
+		Prefix: "nodeha-e2e", Subnet: "172.28.5.0/24", Hosts: 3, BaseDir: t.TempDir(),
+		NodehaImage: "nodeha-e2e:test", SpiloImage: spiloImage, Overlay: overlayYML,
+		Scope: "e2e-cluster",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Down(ctx, false) // leftovers of an interrupted run
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, h := range c.Hosts {
+				t.Logf("=== nodeha log of %s ===\n%s", h.Name, tail(h.Logs(ctx), 60))
+				out, _ := testcluster.Docker(ctx, "logs", "--tail", "40", h.Spilo)
+				t.Logf("=== spilo log of %s ===\n%s", h.Name, out)
+			}
+		}
+		c.Down(ctx, false)
+	})
+
+	start := time.Now()
+	if err := c.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	leader := mustWhole(t, c, 4*time.Minute)
+	t.Logf("formed: primary %s, 2 streaming replicas after %.1fs", leader.Name, time.Since(start).Seconds())
+	if err := c.WaitHealthy(ctx, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("PatroniRunsRenderedFile", func(t *testing.T) {
+		// Values that only nodeha's postgres.yml (the seed's config) sets:
+		// Spilo's own generated config would differ.
+		want := map[string]string{
+			"shared_buffers": "102MB", "max_connections": "200", "wal_keep_size": "1600MB",
+			"archive_timeout": "30min", "cluster_name": "e2e-cluster", "ssl": "on",
+			"log_filename": "postgresql.log", "max_stack_depth": "7MB",
+		}
+		for _, h := range c.Hosts {
+			for k, v := range want {
+				if got, err := h.Psql(ctx, "show "+k); err != nil || got != v {
+					t.Errorf("%s: show %s = %q (%v), want %q", h.Name, k, got, err, v)
+				}
+			}
+		}
+	})
+
+	t.Run("ReplicatesRows", func(t *testing.T) {
+		mustPsql(t, leader, "create role app login password '"+appPassword+"'")
+		mustPsql(t, leader, "create table e2e_writes (id bigint primary key, at timestamptz default now())")
+		mustPsql(t, leader, "grant insert, select on e2e_writes to app")
+		mustPsql(t, leader, "create table e2e_rows (v text)")
+		mustPsql(t, leader, "insert into e2e_rows values ('written on the primary')")
+		for _, h := range c.Hosts {
+			if h == leader {
+				continue
+			}
+			eventually(t, 30*time.Second, func() error {
+				got, err := h.Psql(ctx, "select v from e2e_rows")
+				if err != nil || got != "written on the primary" {
+					return fmt.Errorf("%s reads %q (%v)", h.Name, got, err)
+				}
+				return nil
+			})
+		}
+	})
+
+	t.Run("StatusCommand", func(t *testing.T) {
+		for _, h := range c.Hosts {
+			out, err := exec.Command(nodehaBin, "status", "--json", "--socket", h.Socket()).Output()
+			if err != nil {
+				t.Fatalf("%s: nodeha status: %v\n%s", h.Name, err, out)
+			}
+			var rep struct {
+				Healthy bool
+				Etcd    struct {
+					Members   []string
+					HasQuorum bool `json:"has_quorum"`
+				}
+				Container struct{ Running bool }
+				Patroni   struct{ Role string }
+			}
+			if err := json.Unmarshal(out, &rep); err != nil {
+				t.Fatal(err)
+			}
+			if !rep.Healthy || len(rep.Etcd.Members) != 3 || !rep.Etcd.HasQuorum || !rep.Container.Running {
+				t.Errorf("%s: status %s", h.Name, out)
+			}
+			wantRole := "replica"
+			if h == leader {
+				wantRole = "master"
+			}
+			if rep.Patroni.Role != wantRole {
+				t.Errorf("%s: patroni role %q, want %q", h.Name, rep.Patroni.Role, wantRole)
+			}
+		}
+		// Unhealthy or unreachable exits non-zero.
+		if err := exec.Command(nodehaBin, "status", "--socket", "/nonexistent/nodeha.sock").Run(); err == nil {
+			t.Error("status against a missing socket exited 0")
+		}
+	})
+
+	t.Run("KilledContainerComesBack", func(t *testing.T) {
+		leader := mustWhole(t, c, time.Minute)
+		before := mustHealth(t, leader).Container.Restarts
+		killed := time.Now()
+		if _, err := testcluster.Docker(ctx, "kill", leader.Spilo); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, time.Minute, func() error {
+			rep, err := leader.Health(ctx)
+			if err != nil {
+				return err
+			}
+			if rep.Container.Restarts <= before || rep.Container.LastExitCode == nil || *rep.Container.LastExitCode != 137 {
+				return fmt.Errorf("restarts %d, last exit %v", rep.Container.Restarts, rep.Container.LastExitCode)
+			}
+			return nil
+		})
+		mustWhole(t, c, 3*time.Minute)
+		t.Logf("killed container back, one leader and two streaming replicas after %.1fs", time.Since(killed).Seconds())
+	})
+
+	t.Run("NodehaRestartKeepsPostgres", func(t *testing.T) {
+		mustWhole(t, c, time.Minute)
+		h := c.Hosts[1]
+		for _, sig := range []string{"USR2", "KILL"} { // upgrade path, then a crash
+			pmStart := mustPsql(t, h, "select pg_postmaster_start_time()")
+			cid, _ := testcluster.Docker(ctx, "inspect", "-f", "{{.Id}}", h.Spilo)
+			if err := h.Signal(ctx, sig, true); err != nil {
+				t.Fatal(err)
+			}
+			if sig == "USR2" {
+				if code, _ := h.NodehaExitCode(ctx); code != 0 {
+					t.Errorf("nodeha exit code after SIGUSR2: %d, want 0", code)
+				}
+			}
+			if running, _ := testcluster.Docker(ctx, "inspect", "-f", "{{.State.Running}}", h.Spilo); running != "true" {
+				t.Fatalf("after SIGUSR2/KILL of nodeha the container is not running")
+			}
+			if err := h.StartNodeha(ctx); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, time.Minute, func() error {
+				rep, err := h.Health(ctx)
+				if err != nil || !rep.Healthy {
+					return fmt.Errorf("not healthy: %v %v", err, rep.Reasons)
+				}
+				return nil
+			})
+			if got := mustPsql(t, h, "select pg_postmaster_start_time()"); got != pmStart {
+				t.Errorf("after SIG%s and restart of nodeha: postmaster start time %s, was %s (PostgreSQL restarted)", sig, got, pmStart)
+			}
+			if got, _ := testcluster.Docker(ctx, "inspect", "-f", "{{.Id}}", h.Spilo); got != cid {
+				t.Errorf("container replaced after SIG%s", sig)
+			}
+			if !strings.Contains(tail(h.Logs(ctx), 40), "container running") {
+				t.Errorf("restarted nodeha did not report adopting the container")
+			}
+		}
+	})
+
+	t.Run("GracefulStopUnderWrites", func(t *testing.T) {
+		leader := mustWhole(t, c, time.Minute)
+		dsn, err := exec.Command(nodehaBin, "dsn", "--user", "app", "--peers", c.Peers()).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := newWriter(strings.TrimSpace(string(dsn)), appPassword, 100*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, stopWriter := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { w.run(wctx); close(done) }()
+		eventually(t, 30*time.Second, func() error {
+			if len(w.snapshot()) < 20 {
+				return fmt.Errorf("writer has %d acks", len(w.snapshot()))
+			}
+			return nil
+		})
+
+		stopped := time.Now()
+		if err := leader.Signal(ctx, "TERM", true); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("nodeha on %s stopped (container stopped first) in %.1fs", leader.Name, time.Since(stopped).Seconds())
+		if code, _ := leader.NodehaExitCode(ctx); code != 0 {
+			t.Errorf("nodeha exit code after SIGTERM: %d, want 0", code)
+		}
+		if running, _ := testcluster.Docker(ctx, "inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", leader.Spilo); running != "false 0" {
+			t.Errorf("spilo container after nodeha SIGTERM: running/exit %q, want stopped cleanly", running)
+		}
+		// Writes resume on another host.
+		eventually(t, time.Minute, func() error {
+			acks := w.snapshot()
+			last := acks[len(acks)-1]
+			if !last.at.After(stopped) || strings.HasPrefix(last.host, leader.IP+":") {
+				return fmt.Errorf("no write acknowledged by a new primary yet")
+			}
+			return nil
+		})
+		time.Sleep(2 * time.Second)
+		stopWriter()
+		<-done
+		acks := w.snapshot()
+		{
+			pause := longestPauseAfter(acks, stopped)
+			t.Logf("write pause during the graceful stop of the primary host: %v (%d writes acked, %d errors)", pause.Round(time.Millisecond), len(acks), w.errs)
+		}
+
+		// Every acknowledged row is on the new primary.
+		st := c.Observe(ctx)
+		if len(st.Leaders) != 1 {
+			t.Fatalf("%d hosts accept writes", len(st.Leaders))
+		}
+		newLeader := st.Leaders[0]
+		ids := map[int64]bool{}
+		out := mustPsql(t, newLeader, "select id from e2e_writes")
+		for _, f := range strings.Fields(out) {
+			n, _ := strconv.ParseInt(f, 10, 64)
+			ids[n] = true
+		}
+		lost := 0
+		for _, a := range acks {
+			if !ids[a.id] {
+				lost++
+			}
+		}
+		if lost > 0 {
+			t.Errorf("%d of %d acknowledged rows are missing on the new primary %s", lost, len(acks), newLeader.Name)
+		}
+
+		// The stopped host comes back as a replica.
+		if err := leader.StartNodeha(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mustWhole(t, c, 3*time.Minute)
+	})
+
+	t.Run("WholeClusterRestart", func(t *testing.T) {
+		leader := mustWhole(t, c, time.Minute)
+		sysid := mustPsql(t, leader, "select system_identifier from pg_control_system()")
+		rows := mustPsql(t, leader, "select count(*) from e2e_writes")
+		errs := make(chan error, len(c.Hosts))
+		for _, h := range c.Hosts {
+			go func() { errs <- h.Signal(ctx, "TERM", true) }()
+		}
+		for range c.Hosts {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, h := range c.Hosts {
+			if st, _ := testcluster.Docker(ctx, "inspect", "-f", "{{.State.Running}}", h.Spilo); st != "false" {
+				t.Fatalf("%s: spilo still running after nodeha stopped", h.Name)
+			}
+		}
+		// One host alone first: its etcd restarts from its data dir while
+		// the other peers are down, then the rest.
+		if err := c.Hosts[2].StartNodeha(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+		for _, h := range c.Hosts[:2] {
+			if err := h.StartNodeha(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		leader = mustWhole(t, c, 4*time.Minute)
+		if got := mustPsql(t, leader, "select system_identifier from pg_control_system()"); got != sysid {
+			t.Errorf("system identifier %s after restart, was %s: data was not kept", got, sysid)
+		}
+		if got := mustPsql(t, leader, "select count(*) from e2e_writes"); got != rows {
+			t.Errorf("%s rows after restart, had %s", got, rows)
+		}
+		for _, h := range c.Hosts {
+			if !strings.Contains(h.Logs(ctx), "restarting from its data dir") {
+				t.Errorf("%s: etcd did not restart from its data dir", h.Name)
+			}
+		}
+		if err := c.WaitHealthy(ctx, 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func mustWhole(t *testing.T, c *testcluster.Cluster, timeout time.Duration) *testcluster.Host {
+	t.Helper()
+	h, err := c.WaitWhole(context.Background(), timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func mustPsql(t *testing.T, h *testcluster.Host, sql string) string {
+	t.Helper()
+	out, err := h.Psql(context.Background(), sql)
+	if err != nil {
+		t.Fatalf("%s: %v", h.Name, err)
+	}
+	return out
+}
+
+func mustHealth(t *testing.T, h *testcluster.Host) health.Report {
+	t.Helper()
+	rep, err := h.Health(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+func eventually(t *testing.T, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Fatalf("after %v: %v", timeout, err)
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
