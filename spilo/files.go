@@ -34,16 +34,16 @@ func EnsureImage(ctx context.Context, d ImageAPI, image string, log *slog.Logger
 	log.Info("pulling image", "image", image)
 	resp, err := d.ImagePull(ctx, image, client.ImagePullOptions{})
 	if err != nil {
-		return fmt.Errorf("image %q is not present and cannot be pulled (NODEHA_IMAGE/--image): %s", image, oneLine(err))
+		return fmt.Errorf("NODEHA_IMAGE (--image): image %q is not present and cannot be pulled: %s", image, oneLine(err))
 	}
 	defer resp.Close()
 	last := time.Time{}
 	for m, err := range resp.JSONMessages(ctx) {
 		if err != nil {
-			return fmt.Errorf("image %q: pull: %s", image, oneLine(err))
+			return fmt.Errorf("NODEHA_IMAGE (--image): pull %q: %s", image, oneLine(err))
 		}
 		if m.Error != nil {
-			return fmt.Errorf("image %q is not present and cannot be pulled (NODEHA_IMAGE/--image): %s", image, m.Error.Message)
+			return fmt.Errorf("NODEHA_IMAGE (--image): image %q is not present and cannot be pulled: %s", image, m.Error.Message)
 		}
 		if time.Since(last) > 2*time.Second || m.Progress == nil {
 			last = time.Now()
