@@ -272,7 +272,7 @@ func DSN(hosts []string, port int, user, dbname string, readOnly bool) string {
 	q.Set("connect_timeout", "3")
 	u := "postgresql://"
 	if user != "" {
-		u += url.PathEscape(user) + "@"
+		u += url.User(user).String() + "@"
 	}
 	return u + strings.Join(hp, ",") + "/" + url.PathEscape(dbname) + "?" + q.Encode()
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,39 +29,40 @@ const DefaultImage = "ghcr.io/zalando/spilo-15:3.0-p1"
 // variable (NODEHA_ + envconfig name), the flag, the default and the help
 // text shown by --help and in the README's settings table.
 type Config struct {
-	Name      string   `envconfig:"NAME" flag:"name" desc:"Patroni member name of this host (default: the hostname)"`
-	Peers     []string `envconfig:"PEERS" flag:"peers" desc:"comma-separated addresses of every host of the cluster, this host included"`
-	Advertise string   `envconfig:"ADVERTISE" flag:"advertise" default:"{{ GetPrivateIP }}" desc:"this host's address: an IP or a go-sockaddr template resolving to exactly one address"`
-	Scope     string   `envconfig:"SCOPE" flag:"scope" default:"postgres-patroni" desc:"Patroni scope (cluster name); the etcd keys live under /service/SCOPE"`
-	Image     string   `envconfig:"IMAGE" flag:"image" default:"ghcr.io/zalando/spilo-15:3.0-p1" desc:"Spilo image to run"`
+	Name      string   `envconfig:"NODEHA_NAME" flag:"name" desc:"Patroni member name of this host (default: the hostname)"`
+	Peers     []string `envconfig:"NODEHA_PEERS" flag:"peers" desc:"comma-separated addresses of every host of the cluster, this host included"`
+	Advertise string   `envconfig:"NODEHA_ADVERTISE" flag:"advertise" default:"{{ GetPrivateIP }}" desc:"this host's address: an IP or a go-sockaddr template resolving to exactly one address"`
+	Scope     string   `envconfig:"NODEHA_SCOPE" flag:"scope" default:"postgres-patroni" desc:"Patroni scope (cluster name); the etcd keys live under /service/SCOPE"`
+	PGVersion string   `envconfig:"NODEHA_PG_VERSION" flag:"pg-version" default:"15" desc:"PostgreSQL major version the image runs for a new data directory (Spilo's PGVERSION)"`
+	Image     string   `envconfig:"NODEHA_IMAGE" flag:"image" default:"ghcr.io/zalando/spilo-15:3.0-p1" desc:"Spilo image to run"`
 
-	SuperuserPassword   string `envconfig:"SUPERUSER_PASSWORD" flag:"superuser-password" secret:"true" desc:"password of the PostgreSQL superuser postgres (required)"`
-	ReplicationPassword string `envconfig:"REPLICATION_PASSWORD" flag:"replication-password" secret:"true" desc:"password of the replication user replicator (required)"`
-	RewindPassword      string `envconfig:"REWIND_PASSWORD" flag:"rewind-password" secret:"true" desc:"password of the rewind user; the seed's rewind user is the replication user replicator, so it defaults to and must equal the replication password"`
-	RestAPIPassword     string `envconfig:"RESTAPI_PASSWORD" flag:"restapi-password" secret:"true" desc:"password of the Patroni REST API user postgres (required)"`
+	SuperuserPassword   string `envconfig:"NODEHA_SUPERUSER_PASSWORD" flag:"superuser-password" secret:"true" desc:"password of the PostgreSQL superuser postgres (required)"`
+	ReplicationPassword string `envconfig:"NODEHA_REPLICATION_PASSWORD" flag:"replication-password" secret:"true" desc:"password of the replication user replicator (required)"`
+	RewindPassword      string `envconfig:"NODEHA_REWIND_PASSWORD" flag:"rewind-password" secret:"true" desc:"password of the rewind user; the seed's rewind user is the replication user replicator, so it defaults to and must equal the replication password"`
+	RestAPIPassword     string `envconfig:"NODEHA_RESTAPI_PASSWORD" flag:"restapi-password" secret:"true" desc:"password of the Patroni REST API user postgres (required)"`
 
-	DataDir        string `envconfig:"DATA_DIR" flag:"data-dir" default:"/var/lib/nodeha" desc:"nodeha's state: etcd/ (the etcd member) and spilo/ (mounted on the container's /run, holds postgres.yml)"`
-	PostgresDir    string `envconfig:"POSTGRES_DIR" flag:"postgres-dir" default:"/var/lib/postgresql/data" desc:"host directory mounted on the container's /var/lib/postgresql/data (PGDATA is pgdata/ inside)"`
-	LogDir         string `envconfig:"LOG_DIR" flag:"log-dir" default:"/var/log/postgresql" desc:"host directory mounted on the container's /var/log/postgresql"`
-	Socket         string `envconfig:"SOCKET" flag:"socket" default:"/run/nodeha/nodeha.sock" desc:"health socket (HTTP over a unix socket, mode 0660)"`
-	PatroniOverlay string `envconfig:"PATRONI_OVERLAY" flag:"patroni-overlay" desc:"YAML file deep-merged over the rendered postgres.yml (maps merge, lists and scalars replace)"`
+	DataDir        string `envconfig:"NODEHA_DATA_DIR" flag:"data-dir" default:"/var/lib/nodeha" desc:"nodeha's state: etcd/ (the etcd member) and spilo/ (mounted on the container's /run, holds postgres.yml)"`
+	PostgresDir    string `envconfig:"NODEHA_POSTGRES_DIR" flag:"postgres-dir" default:"/var/lib/postgresql/data" desc:"host directory mounted on the container's /var/lib/postgresql/data (PGDATA is pgdata/ inside)"`
+	LogDir         string `envconfig:"NODEHA_LOG_DIR" flag:"log-dir" default:"/var/log/postgresql" desc:"host directory mounted on the container's /var/log/postgresql"`
+	Socket         string `envconfig:"NODEHA_SOCKET" flag:"socket" default:"/run/nodeha/nodeha.sock" desc:"health socket (HTTP over a unix socket, mode 0660)"`
+	PatroniOverlay string `envconfig:"NODEHA_PATRONI_OVERLAY" flag:"patroni-overlay" desc:"YAML file deep-merged over the rendered postgres.yml (maps merge, lists and scalars replace)"`
 
-	DockerHost    string        `envconfig:"DOCKER_HOST" flag:"docker-host" default:"unix:///var/run/docker.sock" desc:"Docker Engine API address"`
-	ContainerName string        `envconfig:"CONTAINER_NAME" flag:"container-name" default:"nodeha-spilo" desc:"name of the Spilo container"`
-	NetworkMode   string        `envconfig:"NETWORK_MODE" flag:"network-mode" default:"host" desc:"network mode of the Spilo container (host in production; container:NAME in tests)"`
-	StopTimeout   time.Duration `envconfig:"STOP_TIMEOUT" flag:"stop-timeout" default:"120s" desc:"how long Patroni gets to stop PostgreSQL before the container is killed"`
-	ShmSizeMB     int           `envconfig:"SHM_SIZE_MB" flag:"shm-size-mb" default:"1024" desc:"size of the container's /dev/shm in MiB"`
-	PostgresUID   int           `envconfig:"POSTGRES_UID" flag:"postgres-uid" default:"101" desc:"uid of the postgres user inside the image; owns the host directories"`
-	PostgresGID   int           `envconfig:"POSTGRES_GID" flag:"postgres-gid" default:"103" desc:"gid of the postgres group inside the image"`
+	DockerHost    string        `envconfig:"NODEHA_DOCKER_HOST" flag:"docker-host" default:"unix:///var/run/docker.sock" desc:"Docker Engine API address"`
+	ContainerName string        `envconfig:"NODEHA_CONTAINER_NAME" flag:"container-name" default:"nodeha-spilo" desc:"name of the Spilo container"`
+	NetworkMode   string        `envconfig:"NODEHA_NETWORK_MODE" flag:"network-mode" default:"host" desc:"network mode of the Spilo container (host in production; container:NAME in tests)"`
+	StopTimeout   time.Duration `envconfig:"NODEHA_STOP_TIMEOUT" flag:"stop-timeout" default:"120s" desc:"how long Patroni gets to stop PostgreSQL before the container is killed"`
+	ShmSizeMB     int           `envconfig:"NODEHA_SHM_SIZE_MB" flag:"shm-size-mb" default:"1024" desc:"size of the container's /dev/shm in MiB"`
+	PostgresUID   int           `envconfig:"NODEHA_POSTGRES_UID" flag:"postgres-uid" default:"101" desc:"uid of the postgres user inside the image; owns the host directories"`
+	PostgresGID   int           `envconfig:"NODEHA_POSTGRES_GID" flag:"postgres-gid" default:"103" desc:"gid of the postgres group inside the image"`
 
-	EtcdClientPort int           `envconfig:"ETCD_CLIENT_PORT" flag:"etcd-client-port" default:"2379" desc:"etcd client port (advertise address and 127.0.0.1)"`
-	EtcdPeerPort   int           `envconfig:"ETCD_PEER_PORT" flag:"etcd-peer-port" default:"2380" desc:"etcd peer port (advertise address)"`
-	EtcdHeartbeat  time.Duration `envconfig:"ETCD_HEARTBEAT" flag:"etcd-heartbeat" default:"200ms" desc:"etcd heartbeat interval"`
-	EtcdElection   time.Duration `envconfig:"ETCD_ELECTION_TIMEOUT" flag:"etcd-election-timeout" default:"2s" desc:"etcd election timeout"`
-	EtcdCompaction string        `envconfig:"ETCD_AUTO_COMPACTION" flag:"etcd-auto-compaction" default:"1h" desc:"etcd periodic auto-compaction retention"`
-	PostgresPort   int           `envconfig:"POSTGRES_PORT" flag:"postgres-port" default:"5432" desc:"PostgreSQL port"`
-	RestAPIPort    int           `envconfig:"RESTAPI_PORT" flag:"restapi-port" default:"8008" desc:"Patroni REST API port"`
-	LogLevel       string        `envconfig:"LOG_LEVEL" flag:"log-level" default:"info" desc:"debug, info, warn or error"`
+	EtcdClientPort int           `envconfig:"NODEHA_ETCD_CLIENT_PORT" flag:"etcd-client-port" default:"2379" desc:"etcd client port (advertise address and 127.0.0.1)"`
+	EtcdPeerPort   int           `envconfig:"NODEHA_ETCD_PEER_PORT" flag:"etcd-peer-port" default:"2380" desc:"etcd peer port (advertise address)"`
+	EtcdHeartbeat  time.Duration `envconfig:"NODEHA_ETCD_HEARTBEAT" flag:"etcd-heartbeat" default:"200ms" desc:"etcd heartbeat interval"`
+	EtcdElection   time.Duration `envconfig:"NODEHA_ETCD_ELECTION_TIMEOUT" flag:"etcd-election-timeout" default:"2s" desc:"etcd election timeout"`
+	EtcdCompaction string        `envconfig:"NODEHA_ETCD_AUTO_COMPACTION" flag:"etcd-auto-compaction" default:"1h" desc:"etcd periodic auto-compaction retention"`
+	PostgresPort   int           `envconfig:"NODEHA_POSTGRES_PORT" flag:"postgres-port" default:"5432" desc:"PostgreSQL port"`
+	RestAPIPort    int           `envconfig:"NODEHA_RESTAPI_PORT" flag:"restapi-port" default:"8008" desc:"Patroni REST API port"`
+	LogLevel       string        `envconfig:"NODEHA_LOG_LEVEL" flag:"log-level" default:"info" desc:"debug, info, warn or error"`
 
 	// AdvertiseIP is Advertise resolved; set by Validate.
 	AdvertiseIP netip.Addr `ignored:"true"`
@@ -71,7 +73,7 @@ type Config struct {
 // environment. It does not validate.
 func Load(fs *flag.FlagSet, args []string) (*Config, error) {
 	var c Config
-	if err := envconfig.Process("nodeha", &c); err != nil {
+	if err := envconfig.Process("", &c); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	if c.Name == "" {
@@ -96,7 +98,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 		if name == "" {
 			continue
 		}
-		usage := f.Tag.Get("desc") + " (NODEHA_" + f.Tag.Get("envconfig") + ")"
+		usage := f.Tag.Get("desc") + " (" + f.Tag.Get("envconfig") + ")"
 		switch p := v.Field(i).Addr().Interface().(type) {
 		case *string:
 			fs.StringVar(p, name, *p, usage)
@@ -126,7 +128,7 @@ func Settings() []Setting {
 			continue
 		}
 		out = append(out, Setting{
-			Env: "NODEHA_" + f.Tag.Get("envconfig"), Flag: "--" + f.Tag.Get("flag"),
+			Env: f.Tag.Get("envconfig"), Flag: "--" + f.Tag.Get("flag"),
 			Default: f.Tag.Get("default"), Desc: f.Tag.Get("desc"), Secret: f.Tag.Get("secret") == "true",
 		})
 	}
@@ -162,6 +164,9 @@ func (c *Config) Validate() error {
 	if !validName(c.Scope) {
 		add("SCOPE", "scope", "%q is not a valid scope (letters, digits, '-', '_', '.')", c.Scope)
 	}
+	if n, err := strconv.Atoi(c.PGVersion); err != nil || n < 10 || n > 99 {
+		add("PG_VERSION", "pg-version", "%q is not a PostgreSQL major version", c.PGVersion)
+	}
 	if c.Image == "" {
 		add("IMAGE", "image", "is empty")
 	}
@@ -195,10 +200,15 @@ func (c *Config) Validate() error {
 		add("PEERS", "peers", "is required: the address of every host of the cluster, this host included")
 	} else {
 		seen := map[string]bool{}
-		for _, p := range c.Peers {
-			if _, err := netip.ParseAddr(p); err != nil && !validHostname(p) {
-				add("PEERS", "peers", "%q is not an IP address or host name (give addresses without ports)", p)
+		for i, p := range c.Peers {
+			ip, err := netip.ParseAddr(p)
+			if err != nil {
+				// etcd members are named by address: every peer must be one.
+				add("PEERS", "peers", "%q is not an IP address (give addresses without ports)", p)
+				continue
 			}
+			p = ip.String()
+			c.Peers[i] = p
 			if seen[p] {
 				add("PEERS", "peers", "%q is listed twice", p)
 			}
@@ -309,18 +319,6 @@ func validName(s string) bool {
 	}
 	for _, r := range s {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return false
-		}
-	}
-	return true
-}
-
-func validHostname(s string) bool {
-	if s == "" || len(s) > 253 || strings.ContainsAny(s, ":/ ") {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || !validName(label) {
 			return false
 		}
 	}

@@ -56,22 +56,33 @@ type Server struct {
 	errc chan error
 }
 
+// CheckFree fails when path is in use by a live server (another nodeha on
+// this host) or is something other than a socket. It changes nothing.
+func CheckFree(path string) error {
+	st, err := os.Lstat(path)
+	if err != nil {
+		return nil
+	}
+	if st.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("NODEHA_SOCKET (--socket): %s exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("NODEHA_SOCKET (--socket): %s is in use: another nodeha is running on this host", path)
+	}
+	return nil
+}
+
 // Listen creates the socket (replacing a stale one), mode 0660, and
 // serves report on it.
 func Listen(path string, report func(context.Context) Report) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("health: %w", err)
 	}
-	if st, err := os.Lstat(path); err == nil {
-		if st.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("health: %s exists and is not a socket (NODEHA_SOCKET/--socket)", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("health: %s is in use: another nodeha is running on this host", path)
-		}
-		os.Remove(path)
+	if err := CheckFree(path); err != nil {
+		return nil, err
 	}
+	os.Remove(path) // stale socket of a nodeha that died
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("health: listen %s: %w", path, err)

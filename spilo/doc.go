@@ -8,7 +8,9 @@
 //
 //	file, _ := spilo.Render(cfg)          // bytes of postgres.yml
 //	spec := spilo.NewSpec(cfg, file)      // container config + spec hash
-//	r, _ := spilo.StartRunner(ctx, docker, spec, cfg.SpiloDir(), file, log)
+//	_ = spilo.PrepareHost(cfg, file)      // host dirs + postgres.yml (0600)
+//	r := spilo.NewRunner(docker, spec, log)
+//	r.Start(ctx)
 //	<-r.Ready()                           // container running (created or adopted)
 //	err := r.Close(spilo.StopContainer)   // or spilo.LeaveRunning for upgrades
 package spilo

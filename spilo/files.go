@@ -106,7 +106,7 @@ func PrepareHost(cfg *config.Config, file []byte) error {
 func WriteConfig(dir string, file []byte, uid, gid int) error {
 	dst := filepath.Join(dir, ConfigFile)
 	if old, err := os.ReadFile(dst); err == nil && string(old) == string(file) {
-		return os.Lchown(dst, uid, gid)
+		return errors.Join(os.Chmod(dst, 0o600), os.Lchown(dst, uid, gid))
 	}
 	tmp, err := os.CreateTemp(dir, ".postgres.yml.*")
 	if err != nil {

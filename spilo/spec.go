@@ -41,7 +41,7 @@ func NewSpec(cfg *config.Config, file []byte) *Spec {
 			"PGDATA=" + ContainerPostgresDir + "/pgdata",
 			"PGLOG=" + ContainerPostgresDir + "/pg_log",
 			"PGUSER_SUPERUSER=postgres",
-			"PGVERSION=15",
+			"PGVERSION=" + cfg.PGVersion,
 			"PGHOME=/home/postgres",
 			"RW_DIR=" + ContainerRunDir,
 			"PGROOT=/home/postgres/pgdata/pgroot",
@@ -71,13 +71,34 @@ func NewSpec(cfg *config.Config, file []byte) *Spec {
 		},
 	}
 	s := &Spec{Name: cfg.ContainerName, Config: c, HostConfig: hc}
-	h := sha256.New()
-	_ = json.NewEncoder(h).Encode(struct {
-		C *container.Config
-		H *container.HostConfig
-	}{c, hc})
-	h.Write(file)
-	s.Hash = hex.EncodeToString(h.Sum(nil))[:16]
+	s.Hash = specHash(c, hc, file)
 	c.Labels[LabelSpecHash] = s.Hash
 	return s
+}
+
+// specHash covers what decides the container's behaviour, in a form of our
+// own: a new version of the Docker client types, or of nodeha's comments in
+// the file, must not recreate a running container (and restart PostgreSQL).
+func specHash(c *container.Config, hc *container.HostConfig, file []byte) string {
+	in := struct {
+		Image, NetworkMode string
+		Env                []string
+		Mounts             [][2]string
+		ShmSize            int64
+		StopTimeout        int
+		File               string
+	}{Image: c.Image, NetworkMode: string(hc.NetworkMode), Env: c.Env, ShmSize: hc.ShmSize, StopTimeout: *c.StopTimeout}
+	for _, m := range hc.Mounts {
+		in.Mounts = append(in.Mounts, [2]string{m.Source, m.Target})
+	}
+	var body []string
+	for _, l := range strings.Split(string(file), "\n") {
+		if !strings.HasPrefix(l, "#") {
+			body = append(body, l)
+		}
+	}
+	in.File = strings.Join(body, "\n")
+	b, _ := json.Marshal(in)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])[:16]
 }

@@ -110,9 +110,15 @@ func TestSpecHash(t *testing.T) {
 		t.Errorf("hash of an equal config rendered again = %s, want %s", again.Hash, base)
 	}
 
-	changedFile := append(append([]byte{}, file...), "# one more line\n"...)
+	changedFile := append(append([]byte{}, file...), "extra_key: 1\n"...)
 	if h := spilo.NewSpec(cfg, changedFile).Hash; h == base {
 		t.Error("hash unchanged when postgres.yml changed")
+	}
+	// nodeha's own comments in the file (say, a reworded header in a new
+	// version) must not recreate a running container.
+	commented := append([]byte("# another header\n"), file...)
+	if h := spilo.NewSpec(cfg, commented).Hash; h != base {
+		t.Error("hash changed when only a comment of postgres.yml changed")
 	}
 	newPassword, _ := renderSpec(t, testConfig(t, "--superuser-password=another-one"))
 	if newPassword.Hash == base {

@@ -54,6 +54,9 @@ func firstLine(err error) string {
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-chan struct{}) error {
 	// Preflight: everything that can fail on bad input fails here, before
 	// anything is written to disk.
+	if err := health.CheckFree(cfg.Socket); err != nil {
+		return err
+	}
 	file, err := spilo.Render(cfg)
 	if err != nil {
 		return err

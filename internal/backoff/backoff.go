@@ -1,6 +1,6 @@
 // Package backoff computes exponential retry delays with jitter, the way
 // Docker's restart manager does (start small, double, cap, reset after a
-// healthy stretch), with an injectable clock for tests.
+// healthy stretch).
 package backoff
 
 import (
