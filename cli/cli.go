@@ -22,6 +22,7 @@ import (
 	"github.com/nodeha/nodeha/health"
 	"github.com/nodeha/nodeha/spilo"
 	"github.com/nodeha/nodeha/supervisor"
+	"github.com/nodeha/nodeha/systemd"
 )
 
 // Version is stamped at build time with -ldflags "-X github.com/nodeha/nodeha/cli.Version=...".
@@ -151,7 +152,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 	defer signal.Stop(usr2)
-	return supervisor.Run(ctx, cfg, log, detach)
+	return supervisor.Run(ctx, cfg, log, detach, systemd.NewNotifier())
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {

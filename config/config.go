@@ -62,6 +62,7 @@ type Config struct {
 	EtcdCompaction string        `envconfig:"NODEHA_ETCD_AUTO_COMPACTION" flag:"etcd-auto-compaction" default:"1h" desc:"etcd periodic auto-compaction retention"`
 	PostgresPort   int           `envconfig:"NODEHA_POSTGRES_PORT" flag:"postgres-port" default:"5432" desc:"PostgreSQL port"`
 	RestAPIPort    int           `envconfig:"NODEHA_RESTAPI_PORT" flag:"restapi-port" default:"8008" desc:"Patroni REST API port"`
+	TestHooks      bool          `envconfig:"NODEHA_TEST_HOOKS" flag:"test-hooks" desc:"tests only: serve POST /debug/hang on the health socket, which hangs the reconcile loop (to prove the systemd watchdog)"`
 	LogLevel       string        `envconfig:"NODEHA_LOG_LEVEL" flag:"log-level" default:"info" desc:"debug, info, warn or error"`
 
 	// AdvertiseIP is Advertise resolved; set by Validate.
@@ -104,6 +105,8 @@ func (c *Config) Register(fs *flag.FlagSet) {
 			fs.StringVar(p, name, *p, usage)
 		case *int:
 			fs.IntVar(p, name, *p, usage)
+		case *bool:
+			fs.BoolVar(p, name, *p, usage)
 		case *time.Duration:
 			fs.DurationVar(p, name, *p, usage)
 		case *[]string:

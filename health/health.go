@@ -75,7 +75,9 @@ func CheckFree(path string) error {
 
 // Listen creates the socket (replacing a stale one), mode 0660, and
 // serves report on it.
-func Listen(path string, report func(context.Context) Report) (*Server, error) {
+//
+// hang, when not nil, is served as POST /debug/hang (a test hook).
+func Listen(path string, report func(context.Context) Report, hang func()) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("health: %w", err)
 	}
@@ -102,6 +104,12 @@ func Listen(path string, report func(context.Context) Report) (*Server, error) {
 		enc.SetIndent("", "  ")
 		enc.Encode(rep)
 	})
+	if hang != nil {
+		mux.HandleFunc("POST /debug/hang", func(w http.ResponseWriter, r *http.Request) {
+			hang()
+			w.WriteHeader(http.StatusNoContent)
+		})
+	}
 	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln, path: path, errc: make(chan error, 1)}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -72,7 +72,11 @@ type Runner struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	hang chan struct{}
+
 	mu       sync.Mutex
+	progress time.Time // start of the latest loop iteration
+	busyTill time.Time // a long Docker call may legitimately run until then
 	status   ContainerStatus
 	lastExit string // FinishedAt of the last exit already counted
 	retryAt  time.Time
@@ -91,6 +95,7 @@ func NewRunner(d Docker, spec *Spec, log *slog.Logger) *Runner {
 		ready:    make(chan struct{}),
 		errc:     make(chan error, 1),
 		trigger:  make(chan struct{}, 1),
+		hang:     make(chan struct{}),
 		status:   ContainerStatus{Name: spec.Name, SpecHash: spec.Hash, State: "unknown"},
 		backoff:  backoff.Backoff{Min: time.Second, Max: time.Minute, Jitter: 0.2},
 	}
@@ -145,6 +150,27 @@ func (r *Runner) Close(mode CloseMode) error {
 	return r.closeErr
 }
 
+// Alive reports whether the reconcile loop is making progress: it began an
+// iteration within the last within, or is inside a Docker call that may
+// legitimately take longer (a graceful stop). The systemd watchdog is fed
+// only while this holds.
+func (r *Runner) Alive(within time.Duration) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	return now.Sub(r.progress) < within || now.Before(r.busyTill)
+}
+
+// Hang makes the reconcile loop block until Close: a test hook for the
+// watchdog (enabled with NODEHA_TEST_HOOKS).
+func (r *Runner) Hang() {
+	select {
+	case <-r.hang:
+	default:
+		close(r.hang)
+	}
+}
+
 // Kick asks for a reconcile now.
 func (r *Runner) Kick() {
 	select {
@@ -158,6 +184,16 @@ func (r *Runner) loop(ctx context.Context) {
 	tick := time.NewTicker(r.Interval)
 	defer tick.Stop()
 	for {
+		select {
+		case <-r.hang:
+			r.log.Warn("reconcile loop hung on purpose (test hook)")
+			<-ctx.Done()
+			return
+		default:
+		}
+		r.mu.Lock()
+		r.progress = r.now()
+		r.mu.Unlock()
 		wait := r.reconcile(ctx)
 		var retry <-chan time.Time
 		var t *time.Timer
@@ -309,6 +345,9 @@ func (r *Runner) create(ctx context.Context) time.Duration {
 // container goes: its data lives in host directories.
 func (r *Runner) remove(ctx context.Context, id string) error {
 	timeout := *r.spec.Config.StopTimeout
+	r.mu.Lock()
+	r.busyTill = r.now().Add(time.Duration(timeout+30) * time.Second)
+	r.mu.Unlock()
 	if _, err := r.docker.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &timeout}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("spilo: stop container %q: %w", r.spec.Name, err)
 	}

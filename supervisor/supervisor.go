@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -48,10 +49,19 @@ func firstLine(err error) string {
 	return s
 }
 
+// Notifier is told about the service's state (systemd's sd_notify).
+type Notifier interface {
+	Ready()
+	Stopping()
+	Status(string)
+	Watchdog()
+	WatchdogInterval() time.Duration
+}
+
 // Run runs the node until ctx is cancelled (stop the container, then
 // etcd) or detach is closed (leave the container running, for an upgrade of
 // nodeha). cfg must have been validated. Cancellation is a clean exit.
-func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-chan struct{}) error {
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-chan struct{}, notify Notifier) error {
 	// Preflight: everything that can fail on bad input fails here, before
 	// anything is written to disk.
 	if err := health.CheckFree(cfg.Socket); err != nil {
@@ -85,7 +95,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 	report := func(ctx context.Context) health.Report {
 		return buildReport(ctx, cfg, member, runner, pc)
 	}
-	hs, err := health.Listen(cfg.Socket, report)
+	var hang func()
+	if cfg.TestHooks {
+		hang = runner.Hang
+	}
+	hs, err := health.Listen(cfg.Socket, report, hang)
 	if err != nil {
 		runner.Close(spilo.LeaveRunning)
 		member.Close()
@@ -93,13 +107,19 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 	}
 	log.Info("nodeha running", "name", cfg.Name, "address", cfg.AdvertiseIP, "socket", cfg.Socket, "spec_hash", spec.Hash)
 
+	// READY once the etcd member serves and the socket answers.
 	go func() {
 		select {
 		case <-member.Ready():
 			log.Info("etcd member ready", "status", member.Status())
+			notify.Ready()
 		case <-ctx.Done():
 		}
 	}()
+	go statusLoop(ctx, notify, report)
+	if wd := notify.WatchdogInterval(); wd > 0 {
+		go watchdog(ctx, notify, runner, wd, log)
+	}
 
 	mode := spilo.StopContainer
 	var runErr error
@@ -117,6 +137,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 	if runErr != nil {
 		log.Error("fatal", "err", runErr)
 	}
+
+	notify.Stopping()
+	notify.Status("stopping")
 
 	// Shutdown order:
 	//  1. the runner: stop its loop, then (unless detaching) stop the
@@ -183,4 +206,53 @@ func buildReport(ctx context.Context, cfg *config.Config, member *embedetcd.Memb
 	rep.Reasons = reasons
 	rep.Healthy = len(reasons) == 0
 	return rep
+}
+
+// statusLoop keeps systemd's STATUS line at the node's role and health.
+func statusLoop(ctx context.Context, notify Notifier, report func(context.Context) health.Report) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		rep := report(ctx)
+		notify.Status(StatusLine(rep))
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// StatusLine is the one-line summary shown by `systemctl status`.
+func StatusLine(rep health.Report) string {
+	role := "no patroni"
+	if p := rep.Patroni; p != nil && p.Reachable {
+		role = p.Role + ", " + p.State
+	}
+	if rep.Healthy {
+		return "healthy: " + role
+	}
+	return "unhealthy: " + role + ": " + strings.Join(rep.Reasons, "; ")
+}
+
+// watchdog pings systemd at half the interval, but only while the
+// reconcile loop makes progress: a hung loop gets the service restarted.
+func watchdog(ctx context.Context, notify Notifier, runner *spilo.Runner, interval time.Duration, log *slog.Logger) {
+	tick := time.NewTicker(interval / 2)
+	defer tick.Stop()
+	warned := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if runner.Alive(interval) {
+			notify.Watchdog()
+			warned = false
+		} else if !warned {
+			log.Error("reconcile loop is not making progress; withholding the systemd watchdog ping")
+			warned = true
+		}
+	}
 }
