@@ -35,6 +35,7 @@ commands:
   status     show this host's health (--json for the full report)
   render     print the postgres.yml this host would run (--container: the container spec)
   dsn        print the libpq connection string for all hosts
+  switchover planned leader change (--to NAME), waits for the new primary
   version    print the version
 
 Every setting is a NODEHA_* environment variable and a flag; flags win.
@@ -56,7 +57,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmds := map[string]func([]string, io.Writer, io.Writer) error{
-		"run": cmdRun, "status": cmdStatus, "render": cmdRender, "dsn": cmdDSN, "version": cmdVersion,
+		"run": cmdRun, "status": cmdStatus, "render": cmdRender, "dsn": cmdDSN, "version": cmdVersion, "switchover": cmdSwitchover,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

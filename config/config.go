@@ -62,6 +62,11 @@ type Config struct {
 	EtcdCompaction string        `envconfig:"NODEHA_ETCD_AUTO_COMPACTION" flag:"etcd-auto-compaction" default:"1h" desc:"etcd periodic auto-compaction retention"`
 	PostgresPort   int           `envconfig:"NODEHA_POSTGRES_PORT" flag:"postgres-port" default:"5432" desc:"PostgreSQL port"`
 	RestAPIPort    int           `envconfig:"NODEHA_RESTAPI_PORT" flag:"restapi-port" default:"8008" desc:"Patroni REST API port"`
+	TTL            int           `envconfig:"NODEHA_TTL" flag:"ttl" default:"20" desc:"Patroni leader lease in seconds (seed: 45); applied when the cluster is bootstrapped"`
+	LoopWait       int           `envconfig:"NODEHA_LOOP_WAIT" flag:"loop-wait" default:"2" desc:"Patroni loop period in seconds (seed: 15); applied when the cluster is bootstrapped"`
+	RetryTimeout   int           `envconfig:"NODEHA_RETRY_TIMEOUT" flag:"retry-timeout" default:"4" desc:"Patroni DCS and PostgreSQL retry timeout in seconds (seed: 15); applied when the cluster is bootstrapped"`
+	Synchronous    bool          `envconfig:"NODEHA_SYNCHRONOUS" flag:"synchronous" desc:"Patroni synchronous_mode: a commit is acknowledged only once a standby has it, and only such a standby is promoted (no acknowledged write lost); applied when the cluster is bootstrapped"`
+	FailoverAssist bool          `envconfig:"NODEHA_FAILOVER_ASSIST" flag:"failover-assist" default:"true" desc:"release the leader lock of a primary that is provably gone instead of waiting for its lease to expire (see README: Failover)"`
 	TestHooks      bool          `envconfig:"NODEHA_TEST_HOOKS" flag:"test-hooks" desc:"tests only: serve POST /debug/hang on the health socket, which hangs the reconcile loop (to prove the systemd watchdog)"`
 	LogLevel       string        `envconfig:"NODEHA_LOG_LEVEL" flag:"log-level" default:"info" desc:"debug, info, warn or error"`
 
@@ -269,6 +274,19 @@ func (c *Config) Validate() error {
 	}
 	if c.PostgresGID < 0 {
 		add("POSTGRES_GID", "postgres-gid", "%d is negative", c.PostgresGID)
+	}
+	// Patroni's own rules: minimums, and loop_wait + 2*retry_timeout <= ttl.
+	if c.TTL < 20 {
+		add("TTL", "ttl", "%d is below Patroni's minimum of 20", c.TTL)
+	}
+	if c.LoopWait < 1 {
+		add("LOOP_WAIT", "loop-wait", "%d is below Patroni's minimum of 1", c.LoopWait)
+	}
+	if c.RetryTimeout < 3 {
+		add("RETRY_TIMEOUT", "retry-timeout", "%d is below Patroni's minimum of 3", c.RetryTimeout)
+	}
+	if c.LoopWait+2*c.RetryTimeout > c.TTL {
+		add("TTL", "ttl", "%d is less than NODEHA_LOOP_WAIT + 2*NODEHA_RETRY_TIMEOUT (%d): a healthy primary could lose its lock", c.TTL, c.LoopWait+2*c.RetryTimeout)
 	}
 	if c.EtcdHeartbeat < 10*time.Millisecond {
 		add("ETCD_HEARTBEAT", "etcd-heartbeat", "%v is below 10ms", c.EtcdHeartbeat)

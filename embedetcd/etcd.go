@@ -20,7 +20,9 @@ import (
 	"sync"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 
 	"github.com/nodeha/nodeha/config"
@@ -122,6 +124,9 @@ func Start(c Config, log *slog.Logger) (*Member, error) {
 	}
 	return m, nil
 }
+
+// Client is an in-process client of this member (no network, no TLS).
+func (m *Member) Client() *clientv3.Client { return v3client.New(m.etcd.Server) }
 
 // Ready is closed when the member has joined the cluster and serves
 // requests (which needs a quorum).

@@ -4,10 +4,13 @@
 package patroni
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -106,6 +109,40 @@ func (c *Client) get(ctx context.Context, path string, v any) error {
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		return fmt.Errorf("patroni: GET %s: status %d: %w", path, resp.StatusCode, err)
+	}
+	return nil
+}
+
+// Leader returns the cluster's leader member, if any.
+func (cl Cluster) Leader() (Member, bool) {
+	for _, m := range cl.Members {
+		if IsLeader(m.Role) {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// Switchover asks Patroni for a planned leader change from leader to
+// candidate ("" lets Patroni choose), with the REST API credentials.
+func (c *Client) Switchover(ctx context.Context, user, password, leader, candidate string) error {
+	body, _ := json.Marshal(map[string]string{"leader": leader, "candidate": candidate})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+"/switchover", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(user, password)
+	req.Header.Set("Content-Type", "application/json")
+	hc := *c.HTTP
+	hc.Timeout = 60 * time.Second // Patroni answers once the switchover is done
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("patroni: POST /switchover: %w", err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("patroni: switchover refused (%d): %s", resp.StatusCode, strings.TrimSpace(string(msg)))
 	}
 	return nil
 }

@@ -57,6 +57,17 @@ func renderMap(cfg *config.Config) (map[string]any, error) {
 	rest["connect_address"] = config.HostPort(ip, cfg.RestAPIPort)
 	rest["listen"] = fmt.Sprintf(":%d", cfg.RestAPIPort)
 
+	// Timings and synchronous mode: nodeha's defaults are faster than the
+	// seed's (see README, Failover); Patroni applies bootstrap.dcs once,
+	// when the cluster is created.
+	dcs := path(path(doc, "bootstrap"), "dcs")
+	dcs["ttl"] = cfg.TTL
+	dcs["loop_wait"] = cfg.LoopWait
+	dcs["retry_timeout"] = cfg.RetryTimeout
+	if cfg.Synchronous {
+		dcs["synchronous_mode"] = true
+	}
+
 	hosts := make([]any, 0, len(cfg.Peers))
 	for _, h := range cfg.EtcdHosts() {
 		hosts = append(hosts, h)

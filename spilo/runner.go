@@ -61,6 +61,9 @@ type Runner struct {
 
 	// Interval is the ticker period of the reconcile loop.
 	Interval time.Duration
+	// OnExit, when set, runs once per observed exit of the container,
+	// before it is restarted (nodeha releases the leader lock there).
+	OnExit func(ctx context.Context)
 
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -97,7 +100,7 @@ func NewRunner(d Docker, spec *Spec, log *slog.Logger) *Runner {
 		trigger:  make(chan struct{}, 1),
 		hang:     make(chan struct{}),
 		status:   ContainerStatus{Name: spec.Name, SpecHash: spec.Hash, State: "unknown"},
-		backoff:  backoff.Backoff{Min: time.Second, Max: time.Minute, Jitter: 0.2},
+		backoff:  backoff.Backoff{Min: 100 * time.Millisecond, Max: time.Minute, Jitter: 0.2},
 	}
 }
 
@@ -308,6 +311,11 @@ func (r *Runner) reconcile(ctx context.Context) time.Duration {
 		r.status.LastExitAt, _ = time.Parse(time.RFC3339Nano, st.FinishedAt)
 		r.retryAt = r.now().Add(r.backoff.Next())
 		r.log.Warn("container exited", "exit_code", code, "oom_killed", st.OOMKilled, "restart_in", r.retryAt.Sub(r.now()).Round(time.Millisecond))
+		if r.OnExit != nil {
+			r.mu.Unlock()
+			r.OnExit(ctx)
+			r.mu.Lock()
+		}
 	}
 	wait := r.retryAt.Sub(r.now())
 	r.mu.Unlock()

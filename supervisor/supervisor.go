@@ -16,6 +16,7 @@ import (
 
 	"github.com/nodeha/nodeha/config"
 	"github.com/nodeha/nodeha/embedetcd"
+	"github.com/nodeha/nodeha/failover"
 	"github.com/nodeha/nodeha/health"
 	"github.com/nodeha/nodeha/patroni"
 	"github.com/nodeha/nodeha/spilo"
@@ -89,6 +90,27 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 		return err
 	}
 	runner := spilo.NewRunner(dc, spec, log)
+	if cfg.FailoverAssist {
+		etcd := member.Client()
+		runner.OnExit = func(ctx context.Context) {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			released, err := failover.ReleaseOwnLock(ctx, etcd, cfg.Scope, cfg.Name)
+			switch {
+			case err != nil:
+				log.Warn("failover assist: could not release the leader lock of the dead container", "err", err)
+			case released:
+				log.Warn("failover assist: container died holding the leader lock; released it so a replica takes over now")
+			}
+		}
+		w := &failover.Watcher{
+			Client: etcd, Scope: cfg.Scope, Self: cfg.Name, Log: log,
+			Threshold: time.Duration(cfg.LoopWait+2*cfg.RetryTimeout) * time.Second,
+			Interval:  500 * time.Millisecond,
+			Ports:     []int{cfg.RestAPIPort, cfg.EtcdPeerPort},
+		}
+		go w.Run(ctx)
+	}
 	runner.Start(context.WithoutCancel(ctx))
 
 	pc := patroni.New("http://" + config.HostPort("127.0.0.1", cfg.RestAPIPort))

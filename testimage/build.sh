@@ -167,6 +167,7 @@ rm -f "$ROOT/usr/sbin/policy-rc.d"
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin \
 	"$ROOT"/usr/share/doc/* "$ROOT"/usr/share/man/* "$ROOT"/usr/share/info/* \
 	"$ROOT"/var/log/apt/* "$ROOT"/var/log/dpkg.log "$ROOT"/tmp/* "$ROOT"/var/tmp/*
+find "$ROOT/run" -mindepth 1 -maxdepth 1 ! -name lock -exec rm -rf -- {} +
 : >"$ROOT/etc/resolv.conf"
 : >"$ROOT/etc/hostname"
 umount "$ROOT/proc"

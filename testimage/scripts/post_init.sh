@@ -1,7 +1,9 @@
 #!/bin/bash
 # Patroni post_init (bootstrap.post_init): post_init.sh <human_role> <connstring>
-# Runs once on the primary after initdb, as postgres. Creates the roles and
-# the preloaded extensions the seed relies on; any error fails the bootstrap.
+# Runs once on the primary after initdb, as postgres. Creates, in one
+# transaction, the roles and the preloaded extensions the seed relies on;
+# any error fails the bootstrap (set_user and pg_cron need
+# shared_preload_libraries).
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
@@ -12,7 +14,7 @@ HUMAN_ROLE=$1
 CONNSTRING=$2
 
 echo "post_init.sh: creating roles admin, ${HUMAN_ROLE:-<none>} and extensions" >&2
-psql -X -q -v ON_ERROR_STOP=1 -v human="$HUMAN_ROLE" -d "$CONNSTRING" <<'SQL'
+psql -X -q -1 -v ON_ERROR_STOP=1 -v human="$HUMAN_ROLE" -d "$CONNSTRING" <<'SQL'
 SELECT 'CREATE ROLE admin NOLOGIN CREATEDB CREATEROLE'
  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'admin')
 \gexec

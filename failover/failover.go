@@ -1,0 +1,168 @@
+// Package failover owns nodeha's help to Patroni when a primary is gone:
+// releasing the leader lock as soon as it is provably safe instead of
+// waiting for the lock's lease to expire.
+//
+// Two cases, both off with NODEHA_FAILOVER_ASSIST=false:
+//
+//   - This host's Spilo container died while its Patroni held the leader
+//     lock. Every process of the container is dead, so PostgreSQL there
+//     accepts no writes: the lock is deleted (compare-and-delete on the
+//     member name) before the container is restarted, and a replica is
+//     promoted at once instead of after the lease (ttl) expires.
+//   - The primary's host stopped answering at the TCP level on both its
+//     Patroni REST port and its etcd peer port for Threshold
+//     (loop_wait + 2*retry_timeout: the bound Patroni's own rule puts on
+//     ttl). A primary cut off from the etcd majority demotes itself within
+//     loop_wait + retry_timeout, so by then it no longer accepts writes;
+//     the lock's lease is revoked (guarded by the lock's revision) from
+//     the majority side. A host that is up but whose Patroni hangs still
+//     answers TCP, and is left to the lease.
+package failover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// LeaderKey is Patroni's leader lock for scope (etcd3, namespace /service).
+func LeaderKey(scope string) string { return "/service/" + scope + "/leader" }
+
+func memberKey(scope, name string) string { return "/service/" + scope + "/members/" + name }
+
+// ReleaseOwnLock deletes scope's leader lock if it names member. Call it
+// only when no Patroni of member can be running (its container is dead).
+// It reports whether the lock was released.
+func ReleaseOwnLock(ctx context.Context, kv clientv3.KV, scope, member string) (bool, error) {
+	key := LeaderKey(scope)
+	resp, err := kv.Txn(ctx).
+		If(clientv3.Compare(clientv3.Value(key), "=", member)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+	if err != nil {
+		return false, fmt.Errorf("failover: release leader lock: %w", err)
+	}
+	return resp.Succeeded, nil
+}
+
+// Watcher revokes the lease of a primary whose host is gone.
+type Watcher struct {
+	Client    *clientv3.Client
+	Scope     string
+	Self      string        // this host's member name: never judged by itself
+	Threshold time.Duration // unreachable this long before the lock goes
+	Interval  time.Duration
+	Ports     []int // TCP ports that prove the host is up (REST API, etcd peer)
+	Log       *slog.Logger
+
+	mu   sync.Mutex
+	seen map[string]time.Time // leader host -> last time it answered
+}
+
+// Run watches until ctx is done.
+func (w *Watcher) Run(ctx context.Context) {
+	w.seen = map[string]time.Time{}
+	tick := time.NewTicker(w.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		w.check(ctx)
+	}
+}
+
+func (w *Watcher) check(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, w.Interval)
+	defer cancel()
+	resp, err := w.Client.Get(ctx, LeaderKey(w.Scope))
+	if err != nil || len(resp.Kvs) == 0 {
+		return // no quorum here, or no leader: nothing to do
+	}
+	kv := resp.Kvs[0]
+	leader := string(kv.Value)
+	if leader == w.Self || kv.Lease == 0 {
+		return
+	}
+	host, err := w.memberHost(ctx, leader)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	w.mu.Lock()
+	last, known := w.seen[host]
+	w.mu.Unlock()
+	if w.answers(ctx, host) || !known {
+		w.mu.Lock()
+		w.seen[host] = now
+		w.mu.Unlock()
+		return
+	}
+	if now.Sub(last) < w.Threshold {
+		return
+	}
+	// Revoke only if the lock is still the one we judged.
+	cur, err := w.Client.Get(ctx, LeaderKey(w.Scope))
+	if err != nil || len(cur.Kvs) == 0 || cur.Kvs[0].ModRevision != kv.ModRevision {
+		return
+	}
+	if _, err := w.Client.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil {
+		w.Log.Warn("failover assist: revoke leader lease", "leader", leader, "err", err)
+		return
+	}
+	w.Log.Warn("failover assist: primary host unreachable; released its leader lock",
+		"leader", leader, "host", host, "unreachable_for", now.Sub(last).Round(time.Millisecond))
+	w.mu.Lock()
+	delete(w.seen, host)
+	w.mu.Unlock()
+}
+
+// memberHost reads the leader's address from its Patroni member key.
+func (w *Watcher) memberHost(ctx context.Context, name string) (string, error) {
+	resp, err := w.Client.Get(ctx, memberKey(w.Scope, name))
+	if err != nil || len(resp.Kvs) == 0 {
+		return "", fmt.Errorf("failover: member %s: not found", name)
+	}
+	var m struct {
+		APIURL string `json:"api_url"`
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &m); err != nil {
+		return "", err
+	}
+	u, err := url.Parse(m.APIURL)
+	if err != nil || u.Hostname() == "" {
+		return "", fmt.Errorf("failover: member %s: api_url %q", name, m.APIURL)
+	}
+	return u.Hostname(), nil
+}
+
+// answers reports whether host's kernel answers TCP on any port: an
+// accepted or refused connection both prove the host is up (even with its
+// processes stuck or dead), so only a dead or cut-off host fails this.
+func (w *Watcher) answers(ctx context.Context, host string) bool {
+	var d net.Dialer
+	for _, p := range w.Ports {
+		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		c, err := d.DialContext(cctx, "tcp", net.JoinHostPort(host, fmt.Sprint(p)))
+		cancel()
+		if err == nil {
+			c.Close()
+			return true
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return true
+		}
+	}
+	return false
+}
