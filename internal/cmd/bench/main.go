@@ -1,0 +1,197 @@
+// Command bench is nodeha's fault benchmark: it brings up the three-host
+// demo topology twice — once as hand-run Patroni would be (the seed's
+// timings, nodeha's failover help off) and once with nodeha's defaults —
+// and runs N trials of every fault against each, under a writer and a
+// probe. It prints a table per fault and writes the raw results as JSON.
+//
+//	go run ./internal/cmd/bench -trials 10 -out bench.json   (make bench)
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nodeha/nodeha/cli"
+	"github.com/nodeha/nodeha/internal/faults"
+	"github.com/nodeha/nodeha/internal/testcluster"
+)
+
+type variant struct {
+	Name string
+	Env  []string
+}
+
+var variants = []variant{
+	{"baseline", []string{"NODEHA_TTL=45", "NODEHA_LOOP_WAIT=15", "NODEHA_RETRY_TIMEOUT=15", "NODEHA_FAILOVER_ASSIST=false"}},
+	{"nodeha", []string{"NODEHA_SYNCHRONOUS=true"}},
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	trials := flag.Int("trials", 10, "trials per fault and variant")
+	faultNames := flag.String("faults", "all", "comma-separated faults: "+names())
+	only := flag.String("variants", "baseline,nodeha", "variants to run")
+	out := flag.String("out", "bench-results.json", "raw results (JSON)")
+	image := flag.String("image", "nodeha-spilo-test:15", "Spilo-compatible image")
+	flag.Parse()
+	fs, err := faults.ByName(*faultNames)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+	if err := testcluster.RequireImage(ctx, *image); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "nodeha-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if _, err := testcluster.BuildNodehaImage(ctx, ".", tmp, "nodeha-bench:latest"); err != nil {
+		return err
+	}
+
+	var results []faults.Result
+	started := time.Now()
+	for _, v := range variants {
+		if !slices.Contains(strings.Split(*only, ","), v.Name) {
+			continue
+		}
+		res, err := runVariant(ctx, v, fs, *trials, *image, filepath.Join(tmp, v.Name))
+		results = append(results, res...)
+		if err != nil {
+			return err
+		}
+	}
+	b, _ := json.MarshalIndent(map[string]any{
+		"machine": machine(), "started": started.UTC(), "trials": *trials, "results": results,
+	}, "", "  ")
+	if err := os.WriteFile(*out, b, 0o644); err != nil {
+		return err
+	}
+	printTable(os.Stdout, results, fs)
+	fmt.Printf("\nraw results: %s; %s; took %v\n", *out, machine(), time.Since(started).Round(time.Second))
+	return nil
+}
+
+func names() string {
+	var n []string
+	for _, f := range faults.All {
+		n = append(n, f.Name)
+	}
+	return strings.Join(n, ",")
+}
+
+func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, image, dir string) ([]faults.Result, error) {
+	c, err := testcluster.New(testcluster.Options{
+		Prefix: "nodeha-bench", Subnet: "172.28.8.0/24", Hosts: 3, BaseDir: dir,
+		NodehaImage: "nodeha-bench:latest", SpiloImage: image, Overlay: "testimage/overlay.yml",
+		Scope: "bench", Env: v.Env,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.Down(ctx, true)
+	defer c.Down(context.Background(), true)
+	fmt.Fprintf(os.Stderr, "== %s: starting the cluster (%s)\n", v.Name, strings.Join(v.Env, " "))
+	if err := c.Up(ctx); err != nil {
+		return nil, err
+	}
+	leader, err := c.WaitWhole(ctx, 4*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	const password = "bench-pw"
+	if err := faults.Setup(ctx, leader, password); err != nil {
+		return nil, err
+	}
+	dsn := cli.DSN(strings.Split(c.Peers(), ","), 5432, "bench", "postgres", false)
+	var out []faults.Result
+	n := 0
+	for _, f := range fs {
+		for i := 1; i <= trials; i++ {
+			n++
+			r := faults.Run(ctx, c, f, dsn, password, v.Name, n)
+			out = append(out, r)
+			fmt.Fprintf(os.Stderr, "%s %s #%d: pause %dms, whole %dms, acked %d, lost %d, overlaps %d %s\n",
+				v.Name, f.Name, i, r.PauseMS, r.WholeMS, r.Acked, r.Lost, len(r.Overlaps), r.Error)
+			if ctx.Err() != nil {
+				return out, ctx.Err()
+			}
+		}
+	}
+	return out, nil
+}
+
+func machine() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%d CPUs, %s/%s, host %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, host)
+}
+
+func printTable(w *os.File, results []faults.Result, fs []faults.Fault) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "fault\tvariant\ttrials\tpause median\tpause p95\tpause max\twhole median\tlost\toverlaps\tfailed\tpause ratio\t")
+	for _, f := range fs {
+		var baseMedian float64
+		for _, v := range variants {
+			var pauses, wholes []float64
+			lost, overlaps, failed, n := 0, 0, 0, 0
+			for _, r := range results {
+				if r.Fault != f.Name || r.Variant != v.Name {
+					continue
+				}
+				n++
+				if r.Error != "" {
+					failed++
+				}
+				pauses = append(pauses, float64(r.PauseMS)/1000)
+				if r.WholeMS > 0 {
+					wholes = append(wholes, float64(r.WholeMS)/1000)
+				}
+				lost += r.Lost
+				overlaps += len(r.Overlaps)
+			}
+			if n == 0 {
+				continue
+			}
+			med := quantile(pauses, 0.5)
+			ratio := "-"
+			if v.Name == "baseline" {
+				baseMedian = med
+			} else if baseMedian > 0 && med > 0 {
+				ratio = fmt.Sprintf("%.1fx faster", baseMedian/med)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.2fs\t%.2fs\t%.2fs\t%.1fs\t%d\t%d\t%d\t%s\t\n",
+				f.Name, v.Name, n, med, quantile(pauses, 0.95), quantile(pauses, 1), quantile(wholes, 0.5), lost, overlaps, failed, ratio)
+		}
+	}
+	tw.Flush()
+}
+
+// quantile uses the nearest-rank method.
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.999999) - 1
+	return s[max(0, min(i, len(s)-1))]
+}

@@ -1,0 +1,260 @@
+// Package faults injects the failures nodeha must survive into a
+// testcluster (a killed container, a killed or cut-off host, a graceful
+// stop, a planned switchover) while a writer and a probe watch, and
+// measures what applications saw: the write pause, the time until the
+// cluster is whole again, acknowledged rows lost and moments with two
+// writable primaries. The benchmark (internal/cmd/bench) and the
+// end-to-end fault suite share it.
+package faults
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/nodeha/nodeha/internal/testcluster"
+)
+
+// Fault is one kind of failure of the primary's host.
+type Fault struct {
+	Name string
+	// Inject breaks the primary's host h.
+	Inject func(ctx context.Context, c *testcluster.Cluster, h *testcluster.Host) error
+	// Heal repairs it (restart, reconnect), after writes resumed elsewhere.
+	Heal func(ctx context.Context, c *testcluster.Cluster, h *testcluster.Host) error
+}
+
+// All is every fault, in the order the benchmark runs them.
+var All = []Fault{
+	{
+		Name: "kill-container",
+		Inject: func(ctx context.Context, c *testcluster.Cluster, h *testcluster.Host) error {
+			_, err := testcluster.Docker(ctx, "kill", h.Spilo)
+			return err
+		},
+		Heal: noop, // nodeha restarts it
+	},
+	{
+		Name: "kill-host",
+		Inject: func(ctx context.Context, c *testcluster.Cluster, h *testcluster.Host) error {
+			// Every process of the host at once: nodeha, its etcd member,
+			// the Spilo container, and the host's network stack.
+			_, err := testcluster.Docker(ctx, "kill", h.Holder, h.Nodeha, h.Spilo)
+			return err
+		},
+		Heal: func(ctx context.Context, c *testcluster.Cluster, h *testcluster.Host) error {
+			if _, err := testcluster.Docker(ctx, "start", h.Holder); err != nil {
+				return err
+			}
+			return h.StartNodeha(ctx)
+		},
+	},
+	{
+		Name: "partition",
+		Inject: func(ctx context.Context, c *testcluster.Cluster, h *testcluster.Host) error {
+			_, err := testcluster.Docker(ctx, "network", "disconnect", "-f", c.Network(), h.Holder)
+			return err
+		},
+		Heal: func(ctx context.Context, c *testcluster.Cluster, h *testcluster.Host) error {
+			_, err := testcluster.Docker(ctx, "network", "connect", "--ip", h.IP, c.Network(), h.Holder)
+			return err
+		},
+	},
+	{
+		Name: "graceful-stop",
+		Inject: func(ctx context.Context, c *testcluster.Cluster, h *testcluster.Host) error {
+			return h.Signal(ctx, "TERM", false)
+		},
+		Heal: func(ctx context.Context, c *testcluster.Cluster, h *testcluster.Host) error {
+			if _, err := testcluster.Docker(ctx, "wait", h.Nodeha); err != nil {
+				return err
+			}
+			return h.StartNodeha(ctx)
+		},
+	},
+	{
+		Name: "switchover",
+		Inject: func(ctx context.Context, c *testcluster.Cluster, h *testcluster.Host) error {
+			out, err := exec.CommandContext(ctx, "docker", "exec", h.Nodeha, "/nodeha", "switchover").CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("nodeha switchover: %v: %s", err, out)
+			}
+			return nil
+		},
+		Heal: noop,
+	},
+}
+
+func noop(context.Context, *testcluster.Cluster, *testcluster.Host) error { return nil }
+
+// ByName finds faults by name; "all" is every fault.
+func ByName(names string) ([]Fault, error) {
+	if names == "all" || names == "" {
+		return All, nil
+	}
+	var out []Fault
+	for _, n := range strings.Split(names, ",") {
+		found := false
+		for _, f := range All {
+			if f.Name == n {
+				out, found = append(out, f), true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("unknown fault %q", n)
+		}
+	}
+	return out, nil
+}
+
+// Result is one trial.
+type Result struct {
+	Variant   string    `json:"variant"`
+	Fault     string    `json:"fault"`
+	Trial     int       `json:"trial"`
+	OldLeader string    `json:"old_leader"`
+	NewLeader string    `json:"new_leader"`
+	PauseMS   int64     `json:"write_pause_ms"`  // longest gap between acknowledged writes after the fault
+	ResumeMS  int64     `json:"resume_ms"`       // fault to the first write acknowledged by a new primary (or the same, healed)
+	WholeMS   int64     `json:"whole_ms"`        // fault to one leader with every replica streaming again
+	Acked     int       `json:"acked"`           // acknowledged writes during the trial
+	Lost      int       `json:"lost"`            // acknowledged writes missing afterwards
+	Overlaps  []Overlap `json:"overlaps"`        // probe rounds with two writable hosts
+	Error     string    `json:"error,omitempty"` // the trial could not complete
+}
+
+// Setup creates the application role and table the writer uses.
+func Setup(ctx context.Context, leader *testcluster.Host, password string) error {
+	for _, sql := range []string{
+		"do $$ begin if not exists (select from pg_roles where rolname = 'bench') then create role bench login password '" + password + "'; end if; end $$",
+		"create table if not exists bench_writes (trial int, seq bigint, at timestamptz default clock_timestamp(), primary key (trial, seq))",
+		"grant insert, select on bench_writes to bench",
+	} {
+		if _, err := leader.Psql(ctx, sql); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run runs one trial of f against c, whose DSN is dsn for role bench.
+func Run(ctx context.Context, c *testcluster.Cluster, f Fault, dsn, password, variant string, trial int) Result {
+	r := Result{Variant: variant, Fault: f.Name, Trial: trial}
+	leader, err := c.WaitWhole(ctx, 3*time.Minute)
+	if err != nil {
+		r.Error = "before the fault: " + err.Error()
+		return r
+	}
+	if err := c.WaitHealthy(ctx, 2*time.Minute); err != nil {
+		r.Error = "before the fault: " + err.Error()
+		return r
+	}
+	r.OldLeader = leader.Name
+
+	w, err := NewWriter(dsn, password, trial)
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	probe := &Probe{Cluster: c, Interval: 200 * time.Millisecond}
+	lctx, stopLoad := context.WithCancel(ctx)
+	wdone, pdone := make(chan struct{}), make(chan struct{})
+	go func() { w.Run(lctx); close(wdone) }()
+	go func() { probe.Run(lctx); close(pdone) }()
+	stop := func() { stopLoad(); <-wdone; <-pdone }
+
+	// Steady writes on the old primary first.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(w.Acks()) < 20 && time.Now().Before(deadline) {
+		sleep(ctx, 100*time.Millisecond)
+	}
+	sleep(ctx, time.Second)
+
+	t0 := time.Now()
+	if err := f.Inject(ctx, c, leader); err != nil {
+		stop()
+		r.Error = "inject: " + err.Error()
+		return r
+	}
+	// Writes resume: an ack after t0 from a primary that is not the old
+	// one, or from the old one once it is back (a restarted container).
+	resumed := false
+	for d := time.Now().Add(3 * time.Minute); time.Now().Before(d); sleep(ctx, 50*time.Millisecond) {
+		acks := w.Acks()
+		if last := acks[len(acks)-1]; last.At.After(t0) && (last.Host != leader.IP || f.Name == "kill-container") && time.Since(last.At) < time.Second {
+			if f.Name != "kill-container" || firstAfterGap(acks, t0) {
+				r.ResumeMS = last.At.Sub(t0).Milliseconds()
+				resumed = true
+				break
+			}
+		}
+	}
+	if !resumed {
+		r.Error = "writes did not resume within 3m"
+	}
+	if err := f.Heal(ctx, c, leader); err != nil && r.Error == "" {
+		r.Error = "heal: " + err.Error()
+	}
+	newLeader, err := c.WaitWhole(ctx, 4*time.Minute)
+	if err != nil {
+		if r.Error == "" {
+			r.Error = "after the fault: " + err.Error()
+		}
+	} else {
+		r.WholeMS = time.Since(t0).Milliseconds()
+		r.NewLeader = newLeader.Name
+	}
+	sleep(ctx, 500*time.Millisecond)
+	stop()
+
+	acks := w.Acks()
+	r.Acked = len(acks)
+	r.PauseMS = longestGapAfter(acks, t0).Milliseconds()
+	r.Overlaps = probe.Overlaps()
+	if newLeader != nil {
+		lost, err := missing(ctx, newLeader, trial, acks)
+		if err != nil && r.Error == "" {
+			r.Error = "count rows: " + err.Error()
+		}
+		r.Lost = lost
+	}
+	return r
+}
+
+// firstAfterGap tells whether writes stopped at some point after t0 and
+// then came back (a killed container that restarted in place).
+func firstAfterGap(acks []Ack, t0 time.Time) bool {
+	return longestGapAfter(acks, t0) > 300*time.Millisecond
+}
+
+// longestGapAfter is the longest gap between consecutive acknowledged
+// writes whose later write came after t0: the pause the fault caused.
+func longestGapAfter(acks []Ack, t0 time.Time) time.Duration {
+	var longest time.Duration
+	for i := 1; i < len(acks); i++ {
+		if acks[i].At.After(t0) {
+			longest = max(longest, acks[i].At.Sub(acks[i-1].At))
+		}
+	}
+	return longest
+}
+
+func missing(ctx context.Context, h *testcluster.Host, trial int, acks []Ack) (int, error) {
+	out, err := h.Psql(ctx, fmt.Sprintf("select seq from bench_writes where trial = %d", trial))
+	if err != nil {
+		return 0, err
+	}
+	have := map[string]bool{}
+	for _, f := range strings.Fields(out) {
+		have[f] = true
+	}
+	lost := 0
+	for _, a := range acks {
+		if !have[fmt.Sprint(a.Seq)] {
+			lost++
+		}
+	}
+	return lost, nil
+}
