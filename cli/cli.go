@@ -32,10 +32,13 @@ const usage = `usage: nodeha <command> [flags]
 
 commands:
   run        run this host: etcd member, postgres.yml, Spilo container, health socket
-  status     show this host's health (--json for the full report)
+  status     show this host's health (--json for the full report; --wait[=5m]: until healthy)
   render     print the postgres.yml this host would run (--container: the container spec)
   dsn        print the libpq connection string for all hosts
   switchover planned leader change (--to NAME), waits for the new primary
+  install    install the systemd unit and settings file, enable and start nodeha (--dry-run)
+  uninstall  stop, disable and remove the unit and settings file; data stays
+  cloud-init print #cloud-config user-data that makes a new VM a nodeha host
   version    print the version
 
 Every setting is a NODEHA_* environment variable and a flag; flags win.
@@ -58,6 +61,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	cmds := map[string]func([]string, io.Writer, io.Writer) error{
 		"run": cmdRun, "status": cmdStatus, "render": cmdRender, "dsn": cmdDSN, "version": cmdVersion, "switchover": cmdSwitchover,
+		"install": cmdInstall, "uninstall": cmdUninstall, "cloud-init": cmdCloudInit,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -159,9 +163,14 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", stderr)
 	asJSON := fs.Bool("json", false, "print the full health report as JSON")
+	var wait waitFlag
+	fs.Var(&wait, "wait", "wait until this node is healthy (exit 0) or the time runs out (exit 1, with the reasons): --wait or --wait=DURATION (default 5m)")
 	cfg, err := load(fs, args, false)
 	if err != nil {
 		return err
+	}
+	if wait.d > 0 {
+		return waitHealthy(cfg.Socket, wait.d, stdout, stderr, printStatus)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -142,7 +142,8 @@ func isDefault(v reflect.Value, val, def string) bool {
 		d, err := time.ParseDuration(def)
 		return err == nil && d == x
 	case bool:
-		return !x && def == ""
+		d, _ := strconv.ParseBool(def) // "" is false
+		return x == d
 	default:
 		return val == def
 	}
