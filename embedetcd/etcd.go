@@ -104,6 +104,8 @@ func Start(c Config, log *slog.Logger) (*Member, error) {
 	ec.ElectionMs = uint(c.Election / time.Millisecond)
 	// Nothing else compacts this etcd: without it the database grows to its
 	// quota and raises NOSPACE.
+	// Unset, every request is "expensive" and logged as a warning.
+	ec.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
 	ec.AutoCompactionRetention = c.Compaction
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(NewSlogCore(log.With("component", "etcd"), zap.WarnLevel)))

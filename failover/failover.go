@@ -63,6 +63,8 @@ type Watcher struct {
 	Interval  time.Duration
 	Ports     []int // TCP ports that prove the host is up (REST API, etcd peer)
 	Log       *slog.Logger
+	// Answers reports whether host is up; nil means a TCP probe of Ports.
+	Answers func(ctx context.Context, host string) bool
 
 	mu   sync.Mutex
 	seen map[string]time.Time // leader host -> last time it answered
@@ -84,11 +86,13 @@ func (w *Watcher) Run(ctx context.Context) {
 }
 
 func (w *Watcher) check(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, w.Interval)
-	defer cancel()
-	resp, err := w.Client.Get(ctx, LeaderKey(w.Scope))
+	// A local (serializable) read: it answers during an etcd election,
+	// and the decision is re-checked by etcd when revoking (needs quorum).
+	gctx, cancel := context.WithTimeout(ctx, time.Second)
+	resp, err := w.Client.Get(gctx, LeaderKey(w.Scope), clientv3.WithSerializable())
+	cancel()
 	if err != nil || len(resp.Kvs) == 0 {
-		return // no quorum here, or no leader: nothing to do
+		return
 	}
 	kv := resp.Kvs[0]
 	leader := string(kv.Value)
@@ -103,7 +107,11 @@ func (w *Watcher) check(ctx context.Context) {
 	w.mu.Lock()
 	last, known := w.seen[host]
 	w.mu.Unlock()
-	if w.answers(ctx, host) || !known {
+	probe := w.Answers
+	if probe == nil {
+		probe = w.answers
+	}
+	if !known || probe(ctx, host) {
 		w.mu.Lock()
 		w.seen[host] = now
 		w.mu.Unlock()
@@ -112,13 +120,10 @@ func (w *Watcher) check(ctx context.Context) {
 	if now.Sub(last) < w.Threshold {
 		return
 	}
-	// Revoke only if the lock is still the one we judged.
-	cur, err := w.Client.Get(ctx, LeaderKey(w.Scope))
-	if err != nil || len(cur.Kvs) == 0 || cur.Kvs[0].ModRevision != kv.ModRevision {
-		return
-	}
-	if _, err := w.Client.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil {
-		w.Log.Warn("failover assist: revoke leader lease", "leader", leader, "err", err)
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := w.Client.Revoke(rctx, clientv3.LeaseID(kv.Lease)); err != nil {
+		w.Log.Warn("failover assist: revoke the leader lease", "leader", leader, "err", err)
 		return
 	}
 	w.Log.Warn("failover assist: primary host unreachable; released its leader lock",
@@ -130,7 +135,9 @@ func (w *Watcher) check(ctx context.Context) {
 
 // memberHost reads the leader's address from its Patroni member key.
 func (w *Watcher) memberHost(ctx context.Context, name string) (string, error) {
-	resp, err := w.Client.Get(ctx, memberKey(w.Scope, name))
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	resp, err := w.Client.Get(ctx, memberKey(w.Scope, name), clientv3.WithSerializable())
 	if err != nil || len(resp.Kvs) == 0 {
 		return "", fmt.Errorf("failover: member %s: not found", name)
 	}
@@ -151,18 +158,22 @@ func (w *Watcher) memberHost(ctx context.Context, name string) (string, error) {
 // accepted or refused connection both prove the host is up (even with its
 // processes stuck or dead), so only a dead or cut-off host fails this.
 func (w *Watcher) answers(ctx context.Context, host string) bool {
-	var d net.Dialer
+	ok := make(chan bool, len(w.Ports))
 	for _, p := range w.Ports {
-		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		c, err := d.DialContext(cctx, "tcp", net.JoinHostPort(host, fmt.Sprint(p)))
-		cancel()
-		if err == nil {
-			c.Close()
-			return true
-		}
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			return true
-		}
+		go func() {
+			var d net.Dialer
+			cctx, cancel := context.WithTimeout(ctx, 400*time.Millisecond)
+			defer cancel()
+			c, err := d.DialContext(cctx, "tcp", net.JoinHostPort(host, fmt.Sprint(p)))
+			if err == nil {
+				c.Close()
+			}
+			ok <- err == nil || errors.Is(err, syscall.ECONNREFUSED)
+		}()
 	}
-	return false
+	answered := false
+	for range w.Ports {
+		answered = <-ok || answered
+	}
+	return answered
 }

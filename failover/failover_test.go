@@ -1,0 +1,153 @@
+package failover_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/nodeha/nodeha/embedetcd"
+	"github.com/nodeha/nodeha/failover"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.3:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// etcd starts a real one-member etcd and returns an in-process client.
+func etcd(t *testing.T) *clientv3.Client {
+	t.Helper()
+	m, err := embedetcd.Start(embedetcd.Config{
+		Name: "127.0.0.3", Dir: filepath.Join(t.TempDir(), "etcd"), Advertise: "127.0.0.3",
+		Peers: []string{"127.0.0.3"}, ClientPort: freePort(t), PeerPort: freePort(t), Token: "t",
+		Heartbeat: 50 * time.Millisecond, Election: 500 * time.Millisecond, Compaction: "1h",
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	select {
+	case <-m.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("etcd not ready")
+	}
+	return m.Client()
+}
+
+// patroniLock writes what Patroni writes: a member key and the leader key
+// on one lease.
+func patroniLock(t *testing.T, cli *clientv3.Client, scope, name, host string) clientv3.LeaseID {
+	t.Helper()
+	ctx := context.Background()
+	l, err := cli.Grant(ctx, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := `{"conn_url":"postgres://` + host + `:5432/postgres","api_url":"http://` + host + `:8008/patroni","state":"running","role":"master"}`
+	if _, err := cli.Put(ctx, "/service/"+scope+"/members/"+name, member, clientv3.WithLease(l.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, failover.LeaderKey(scope), name, clientv3.WithLease(l.ID)); err != nil {
+		t.Fatal(err)
+	}
+	return l.ID
+}
+
+func leader(t *testing.T, cli *clientv3.Client, scope string) string {
+	t.Helper()
+	r, err := cli.Get(context.Background(), failover.LeaderKey(scope))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Kvs) == 0 {
+		return ""
+	}
+	return string(r.Kvs[0].Value)
+}
+
+func TestReleaseOwnLockOnlyReleasesOwnLock(t *testing.T) {
+	cli := etcd(t)
+	ctx := context.Background()
+	patroniLock(t, cli, "s", "pg1", "10.0.0.1")
+
+	released, err := failover.ReleaseOwnLock(ctx, cli, "s", "pg2")
+	if err != nil || released || leader(t, cli, "s") != "pg1" {
+		t.Fatalf("pg2 released pg1's lock: released=%v err=%v leader=%q", released, err, leader(t, cli, "s"))
+	}
+	released, err = failover.ReleaseOwnLock(ctx, cli, "s", "pg1")
+	if err != nil || !released || leader(t, cli, "s") != "" {
+		t.Fatalf("pg1 did not release its lock: released=%v err=%v leader=%q", released, err, leader(t, cli, "s"))
+	}
+}
+
+func TestWatcherRevokesOnlyAfterThresholdOfSilence(t *testing.T) {
+	cli := etcd(t)
+	patroniLock(t, cli, "s", "pg1", "10.0.0.1")
+	var up atomic.Bool
+	up.Store(true)
+	w := &failover.Watcher{
+		Client: cli, Scope: "s", Self: "pg2", Threshold: 1500 * time.Millisecond, Interval: 50 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Answers: func(_ context.Context, host string) bool {
+			if host != "10.0.0.1" {
+				t.Errorf("probed %q, want the leader's host from its member key", host)
+			}
+			return up.Load()
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go w.Run(ctx)
+
+	// A host that answers keeps its lock however long.
+	time.Sleep(2 * time.Second)
+	if leader(t, cli, "s") != "pg1" {
+		t.Fatal("lock released while the primary's host answered")
+	}
+	// Silent, but not yet for the threshold: kept.
+	up.Store(false)
+	silent := time.Now()
+	time.Sleep(700 * time.Millisecond)
+	if leader(t, cli, "s") != "pg1" {
+		t.Fatalf("lock released after %v of silence, threshold 1.5s", time.Since(silent))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for leader(t, cli, "s") != "" {
+		if time.Now().After(deadline) {
+			t.Fatal("lock of a silent primary host not released")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Silence is counted from the last answer, at most one interval before.
+	if d := time.Since(silent); d < 1500*time.Millisecond-w.Interval {
+		t.Errorf("released after %v, before the threshold", d)
+	}
+}
+
+func TestWatcherNeverJudgesItself(t *testing.T) {
+	cli := etcd(t)
+	patroniLock(t, cli, "s", "pg1", "10.0.0.1")
+	w := &failover.Watcher{
+		Client: cli, Scope: "s", Self: "pg1", Threshold: 100 * time.Millisecond, Interval: 20 * time.Millisecond,
+		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Answers: func(context.Context, string) bool { return false },
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	w.Run(ctx)
+	if leader(t, cli, "s") != "pg1" {
+		t.Fatal("a watcher released its own host's lock")
+	}
+}
