@@ -149,7 +149,7 @@ func cmdInstall(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "# would write %s (mode 0644)\n%s", unitPath, unit)
 		fmt.Fprintf(stdout, "# would write %s (mode 0600)\n%s", f.envFile, redacted)
-		fmt.Fprintf(stdout, "# would run: systemctl daemon-reload; systemctl enable %s; systemctl restart --no-block %s (start when nothing changed)\n", systemd.UnitName, systemd.UnitName)
+		fmt.Fprintf(stdout, "# would run: systemctl daemon-reload; systemctl enable %s; systemctl start --no-block %s (restart when an installed service's files change)\n", systemd.UnitName, systemd.UnitName)
 		return nil
 	}
 
@@ -163,6 +163,8 @@ func cmdInstall(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "installed %s\n", f.binary)
 	}
+	_, err = os.Stat(unitPath)
+	reinstall := err == nil
 	changed := false
 	for _, w := range []struct {
 		path       string
@@ -190,16 +192,17 @@ func cmdInstall(args []string, stdout, stderr io.Writer) error {
 	}
 	// --no-block: a new cluster's first host is READY only once its peers
 	// are up; `nodeha status --wait` is the bounded wait for scripts. A
-	// changed unit or settings file needs a restart to apply (it stops
-	// PostgreSQL on this host cleanly); an unchanged one only a start.
+	// changed unit or settings file of an installed service needs a restart
+	// to apply (it stops PostgreSQL on this host cleanly); anything else
+	// only a start (a no-op when it runs).
 	verb := "start"
-	if changed {
+	if changed && reinstall {
 		verb = "restart"
 	}
 	if err := f.run(stdout, verb, "--no-block", systemd.UnitName); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s %s; `nodeha status --wait` waits until this node is healthy\n", systemd.UnitName, verb+"ed")
+	fmt.Fprintf(stdout, "%s %s; `nodeha status --wait` waits until this node is healthy\n", systemd.UnitName, verb+"ing")
 	return nil
 }
 

@@ -91,7 +91,7 @@ func TestInstallUninstall(t *testing.T) {
 		}
 	}
 	got, _ := os.ReadFile(calls)
-	if want := "daemon-reload\nenable nodeha.service\nrestart --no-block nodeha.service\n"; string(got) != want {
+	if want := "daemon-reload\nenable nodeha.service\nstart --no-block nodeha.service\n"; string(got) != want {
 		t.Errorf("systemctl calls:\n%s\nwant:\n%s", got, want)
 	}
 
@@ -112,8 +112,12 @@ func TestInstallUninstall(t *testing.T) {
 
 	// A flag wins over the file, and changes it.
 	clearEnv(t)
+	os.Remove(calls)
 	if code, _, errOut := run(t, append([]string{"install", "--scope=billing"}, args...)...); code != 0 {
 		t.Fatalf("third install: %s", errOut)
+	}
+	if got, _ := os.ReadFile(calls); string(got) != "daemon-reload\nenable nodeha.service\nrestart --no-block nodeha.service\n" {
+		t.Errorf("changed settings: systemctl calls:\n%s", got)
 	}
 	if env3, _ := os.ReadFile(envPath); !strings.Contains(string(env3), "NODEHA_SCOPE=billing\n") || !strings.Contains(string(env3), "NODEHA_NAME=pg-node-1\n") {
 		t.Errorf("env file after --scope:\n%s", env3)

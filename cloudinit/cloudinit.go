@@ -115,7 +115,7 @@ func Render(o Options) ([]byte, error) {
 	cmd("command -v dockerd >/dev/null 2>&1 || test -S /var/run/docker.sock || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io; }")
 	if o.BinaryURL != "" {
 		tmp := o.Binary + ".download"
-		cmd(fmt.Sprintf("curl -fsSL --retry 5 -o %s %s", sh(tmp), sh(o.BinaryURL)))
+		cmd(fmt.Sprintf("curl -fsSL --retry 10 --retry-connrefused -o %s %s", sh(tmp), sh(o.BinaryURL)))
 		cmd(fmt.Sprintf("echo %s | sha256sum -c -", sh(strings.ToLower(o.BinarySHA)+"  "+tmp)))
 		cmd(fmt.Sprintf("install -m 0755 %s %s", sh(tmp), sh(o.Binary)))
 		cmd("rm -f " + sh(tmp))

@@ -1,0 +1,122 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nodeha/nodeha/internal/testcluster"
+)
+
+// TestCloudInit boots three fresh systemd machines at once, each with the
+// user-data `nodeha cloud-init` generated for it in a NoCloud seed
+// directory, and lets Debian's real cloud-init do the rest: the settings
+// file, the binary (downloaded from a web server on the private network and
+// checked against its SHA-256), `nodeha install`, `nodeha status --wait`.
+// Nothing is done by hand after boot. The web server stands in for a
+// release URL so that the test needs no internet; Docker is "present"
+// because the machine's engine socket is mounted, so the user-data skips
+// `apt-get install docker.io`.
+func TestCloudInit(t *testing.T) {
+	ctx := context.Background()
+	c := sdCluster(t, ctx)
+
+	bin, err := os.ReadFile(nodehaBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(bin)
+	const webIP = "172.28.6.5"
+	if _, err := testcluster.Docker(ctx, "run", "-d", "--name", sdPrefix+"-http", "--network", c.Network(), "--ip", webIP,
+		"--label", "io.nodeha.testcluster="+sdPrefix, "-v", filepath.Dir(nodehaBin)+":/srv:ro",
+		spiloImage, "python3", "-m", "http.server", "8080", "--bind", webIP, "--directory", "/srv"); err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + webIP + ":8080/" + filepath.Base(nodehaBin)
+
+	for _, h := range c.Hosts {
+		ud, err := runBin(ctx, h.Env(), "cloud-init", "--binary-url="+url, "--binary-sha256="+hex.EncodeToString(sum[:]), "--wait=5m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed := filepath.Join(h.Dir, "seed")
+		os.MkdirAll(seed, 0o700)
+		meta := fmt.Sprintf("instance-id: %s-%s\nlocal-hostname: %s\n", sdPrefix, h.Name, h.Name)
+		if err := os.WriteFile(filepath.Join(seed, "user-data"), []byte(ud), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(seed, "meta-data"), []byte(meta), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// First boot of all three machines, as a cloud would start them.
+	boot := time.Now()
+	each(t, c, func(h *testcluster.Host) error {
+		return bootHost(ctx, c, h, "-v", filepath.Join(h.Dir, "seed")+":/var/lib/cloud/seed/nocloud:ro")
+	})
+	leader, err := c.WaitWhole(ctx, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := time.Since(boot)
+	t.Logf("first boot to a primary (%s) and two streaming replicas: %.1fs", leader.Name, whole.Seconds())
+
+	each(t, c, func(h *testcluster.Host) error {
+		// cloud-init is done only once `nodeha status --wait` said healthy.
+		out, err := sdExec(ctx, h, "cloud-init", "status", "--wait", "--long")
+		if err != nil || !strings.Contains(out, "status: done") {
+			log, _ := sdExec(ctx, h, "tail", "-n", "40", "/var/log/cloud-init-output.log")
+			return fmt.Errorf("%s: cloud-init status: %v\n%s\n%s", h.Name, err, out, log)
+		}
+		if !strings.Contains(out, "DataSourceNoCloud") {
+			return fmt.Errorf("%s: cloud-init did not use the NoCloud seed:\n%s", h.Name, out)
+		}
+		log, _ := sdExec(ctx, h, "cat", "/var/log/cloud-init-output.log")
+		if h == c.Hosts[0] {
+			t.Logf("%s: cloud-init status:\n%s\n/var/log/cloud-init-output.log:\n%s", h.Name, out, log)
+		}
+		// cloud-init checks the merged cloud-config against its schema at
+		// boot and warns here when anything is off.
+		if strings.Contains(log, "Invalid cloud-config") {
+			return fmt.Errorf("%s: cloud-init found the cloud-config invalid:\n%s", h.Name, log)
+		}
+		for _, want := range []string{"/usr/local/bin/nodeha.download: OK", "wrote /etc/systemd/system/nodeha.service", "nodeha: healthy after"} {
+			if !strings.Contains(log, want) {
+				return fmt.Errorf("%s: cloud-init output lacks %q:\n%s", h.Name, want, log)
+			}
+		}
+		// install found the settings file cloud-init wrote and left it as
+		// it was (no "wrote /etc/nodeha/nodeha.env").
+		if strings.Contains(log, "wrote /etc/nodeha/nodeha.env") {
+			return fmt.Errorf("%s: install rewrote the settings file from the user-data:\n%s", h.Name, log)
+		}
+		if out, _ := sdExec(ctx, h, "stat", "-c", "%a", "/etc/nodeha/nodeha.env", "/etc/nodeha/patroni-overlay.yml"); out != "600\n600" {
+			return fmt.Errorf("%s: settings file modes %q", h.Name, out)
+		}
+		if p, err := unitProps(ctx, h, "ActiveState", "UnitFileState"); err != nil || p["ActiveState"] != "active" || p["UnitFileState"] != "enabled" {
+			return fmt.Errorf("%s: nodeha.service %v %v", h.Name, p, err)
+		}
+		for _, l := range strings.Split(log, "\n") {
+			if strings.Contains(l, "healthy after") {
+				t.Logf("%s: %s", h.Name, l)
+			}
+		}
+		return nil
+	})
+	if err := c.WaitHealthy(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// The overlay traveled in the user-data: the test image's preload list.
+	if got, err := leader.Psql(ctx, "show shared_preload_libraries"); err != nil || strings.Contains(got, "bg_mon") {
+		t.Errorf("shared_preload_libraries = %q (%v): the overlay from the user-data is not applied", got, err)
+	}
+}
