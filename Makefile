@@ -2,6 +2,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/nodeha/nodeha/cli.Version=$(VERSION)
 SPILO_TEST_IMAGE ?= nodeha-spilo-test:15
+HOST_TEST_IMAGE ?= nodeha-host-test:bookworm
 
 .PHONY: build image demo demo-down test unit e2e lint bench clean
 
@@ -9,9 +10,10 @@ SPILO_TEST_IMAGE ?= nodeha-spilo-test:15
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/nodeha .
 
-## image: the Spilo-compatible test image (debootstrap + docker import; cached)
+## image: the Spilo-compatible test image and the systemd + cloud-init test host image (debootstrap + docker import; cached)
 image:
 	bash testimage/build.sh --image $(SPILO_TEST_IMAGE)
+	bash testimage/build-host.sh --image $(HOST_TEST_IMAGE)
 
 ## demo: build everything and start a local three-host cluster
 demo: build image
