@@ -170,7 +170,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if wait.d > 0 {
-		return waitHealthy(cfg.Socket, wait.d, stdout, stderr, printStatus)
+		show := printStatus
+		if *asJSON {
+			show = printJSON
+		}
+		return waitHealthy(cfg.Socket, wait.d, stdout, stderr, show)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -87,6 +87,9 @@ func cmdCloudInit(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	if given["name"] {
+		return &exitError{2, errors.New("--name: not with --all, which names the hosts pg1, pg2, ... or as --names says")}
+	}
 	if len(cfg.Peers) == 0 {
 		return &exitError{2, errors.New("NODEHA_PEERS (--peers): is required: the address of every host of the cluster")}
 	}

@@ -208,6 +208,7 @@ func TestCloudInit(t *testing.T) {
 		{append(cluster, "--binary-url=https://x/y"), "nodeha: --binary-sha256: \"\" is not a SHA-256"},
 		{append(cluster, "--embed-binary=/nonexistent/nodeha"), "nodeha: --embed-binary: open /nonexistent/nodeha"},
 		{[]string{"--all=" + dir, "--peers=10.0.0.1,10.0.0.2", "--names=a", "--binary-url=https://x/y", sha}, "nodeha: --names: 1 names for 2 peers"},
+		{[]string{"--all=" + dir, "--name=x", "--peers=10.0.0.1", "--binary-url=https://x/y", sha}, "nodeha: --name: not with --all"},
 		{[]string{"--name=pg1", "--peers=10.0.0.1,nope", "--binary-url=https://x/y", sha}, "nodeha: NODEHA_PEERS (--peers): \"nope\" is not an IP address"},
 	} {
 		code, _, errOut := run(t, append([]string{"cloud-init"}, c.args...)...)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -76,4 +77,10 @@ func waitHealthy(socket string, timeout time.Duration, stdout, stderr io.Writer,
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+func printJSON(w io.Writer, r health.Report) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(r)
 }

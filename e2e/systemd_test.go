@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -117,6 +118,15 @@ func TestSystemd(t *testing.T) {
 		}
 		if out, _ := sdExec(ctx, h1, "systemctl", "is-enabled", "nodeha"); out != "enabled" {
 			t.Errorf("is-enabled: %q", out)
+		}
+		// systemd read the quoted values of the settings file back exactly.
+		p, _ := unitProps(ctx, h1, "MainPID")
+		environ, err := sdExec(ctx, h1, "cat", "/proc/"+p["MainPID"]+"/environ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "NODEHA_SUPERUSER_PASSWORD=" + c.Passwords["SUPERUSER"]; !slices.Contains(strings.Split(environ, "\x00"), want) {
+			t.Errorf("nodeha's environment lacks %q", want)
 		}
 	})
 	t.Run("NotReadyWithoutQuorum", func(t *testing.T) {

@@ -1,6 +1,7 @@
-// Package systemd owns nodeha's integration with systemd: sd_notify
+// Package systemd owns nodeha's integration with systemd: the unit and the
+// settings file that `nodeha install` writes (unit.go), and sd_notify
 // (READY, WATCHDOG, STOPPING, STATUS) through github.com/coreos/go-systemd.
-// Outside systemd (no NOTIFY_SOCKET) every call is a no-op.
+// Outside systemd (no NOTIFY_SOCKET) every notify call is a no-op.
 package systemd
 
 import (
