@@ -120,3 +120,51 @@ func TestCloudInit(t *testing.T) {
 		t.Errorf("shared_preload_libraries = %q (%v): the overlay from the user-data is not applied", got, err)
 	}
 }
+
+// TestCloudInitEmbedded boots one machine whose user-data carries the
+// nodeha binary itself (--embed-binary: gzip + base64, no download) and
+// is a one-host cluster (--peers with its own address only).
+func TestCloudInitEmbedded(t *testing.T) {
+	ctx := context.Background()
+	c := sdCluster(t, ctx)
+	h := c.Hosts[0]
+	ud, err := runBin(ctx, h.Env(), "cloud-init", "--peers="+h.IP, "--embed-binary="+nodehaBin, "--wait=5m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := filepath.Join(h.Dir, "seed")
+	os.MkdirAll(seed, 0o700)
+	os.WriteFile(filepath.Join(seed, "user-data"), []byte(ud), 0o600)
+	os.WriteFile(filepath.Join(seed, "meta-data"), []byte("instance-id: "+sdPrefix+"-embedded\nlocal-hostname: "+h.Name+"\n"), 0o600)
+	t.Logf("user-data with the embedded binary: %.1f MB", float64(len(ud))/1e6)
+
+	boot := time.Now()
+	if err := bootHost(ctx, c, h, "-v", seed+":/var/lib/cloud/seed/nocloud:ro"); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitBooted(ctx, h, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	out, err := sdExec(ctx, h, "cloud-init", "status", "--wait")
+	log, _ := sdExec(ctx, h, "tail", "-n", "15", "/var/log/cloud-init-output.log")
+	if err != nil || !strings.Contains(out, "status: done") || !strings.Contains(log, "nodeha: healthy after") || strings.Contains(log, "Invalid cloud-config") {
+		t.Fatalf("cloud-init: %v %s\n%s", err, out, log)
+	}
+	t.Logf("first boot to healthy one-host cluster: %.1fs", time.Since(boot).Seconds())
+	if got, err := h.Psql(ctx, "select pg_is_in_recovery()"); err != nil || got != "f" {
+		t.Errorf("pg_is_in_recovery() = %q (%v), want a primary", got, err)
+	}
+	if got, _ := sdExec(ctx, h, "sha256sum", "/usr/local/bin/nodeha"); !strings.HasPrefix(got, fileSHA(t, nodehaBin)) {
+		t.Errorf("installed binary differs from the embedded one: %s", got)
+	}
+}
+
+func fileSHA(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

@@ -51,7 +51,10 @@ func sdCluster(t *testing.T, ctx context.Context) *testcluster.Cluster {
 	// Quoting through the settings file, systemd's EnvironmentFile= and
 	// cloud-init's YAML: a space, a dollar sign, a single quote.
 	c.Passwords["SUPERUSER"] = "su pw$x'y"
-	c.Down(ctx, true) // leftovers of an interrupted run
+	for _, h := range c.Hosts { // leftovers of an interrupted run
+		testcluster.Docker(ctx, "rm", "-f", h.Holder)
+	}
+	c.Down(ctx, true)
 	os.MkdirAll(c.Opts.BaseDir, 0o755)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -61,6 +64,11 @@ func sdCluster(t *testing.T, ctx context.Context) *testcluster.Cluster {
 				out, _ = testcluster.Docker(ctx, "logs", "--tail", "30", h.Spilo)
 				t.Logf("=== spilo log of %s ===\n%s", h.Name, out)
 			}
+		}
+		// Machines first: a nodeha still running would recreate its Spilo
+		// container as soon as Down removed it.
+		for _, h := range c.Hosts {
+			testcluster.Docker(ctx, "rm", "-f", h.Holder)
 		}
 		c.Down(ctx, false)
 	})
