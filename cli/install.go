@@ -203,6 +203,9 @@ func cmdInstall(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s %s; `nodeha status --wait` waits until this node is healthy\n", systemd.UnitName, verb+"ing")
+	if copyBinary && reinstall && !changed {
+		fmt.Fprintf(stdout, "a running nodeha keeps the old binary: to switch without restarting PostgreSQL, `systemctl kill -s SIGUSR2 %s && systemctl restart %s`\n", systemd.UnitName, systemd.UnitName)
+	}
 	return nil
 }
 
