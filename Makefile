@@ -41,5 +41,9 @@ e2e: image
 ## test: everything CI runs
 test: lint unit e2e
 
+## bench: the fault benchmark (baseline vs nodeha, 10 trials per fault)
+bench: image
+	go run ./internal/cmd/bench -trials $(or $(TRIALS),10) -out bench-results.json
+
 clean:
 	rm -rf bin

@@ -284,7 +284,7 @@ func DSN(hosts []string, port int, user, dbname string, readOnly bool) string {
 	q := url.Values{}
 	q.Set("target_session_attrs", attrs)
 	q.Set("sslmode", "require")
-	q.Set("connect_timeout", "3")
+	q.Set("connect_timeout", "2")
 	u := "postgresql://"
 	if user != "" {
 		u += url.User(user).String() + "@"

@@ -49,6 +49,7 @@ func run() error {
 	only := flag.String("variants", "baseline,nodeha", "variants to run")
 	out := flag.String("out", "bench-results.json", "raw results (JSON)")
 	image := flag.String("image", "nodeha-spilo-test:15", "Spilo-compatible image")
+	keep := flag.Bool("keep-on-failure", false, "stop at the first failed trial and leave the cluster running for inspection")
 	flag.Parse()
 	fs, err := faults.ByName(*faultNames)
 	if err != nil {
@@ -74,7 +75,7 @@ func run() error {
 		if !slices.Contains(strings.Split(*only, ","), v.Name) {
 			continue
 		}
-		res, err := runVariant(ctx, v, fs, *trials, *image, filepath.Join(tmp, v.Name))
+		res, err := runVariant(ctx, v, fs, *trials, *image, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep)
 		results = append(results, res...)
 		if err != nil {
 			return err
@@ -99,7 +100,7 @@ func names() string {
 	return strings.Join(n, ",")
 }
 
-func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, image, dir string) ([]faults.Result, error) {
+func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, image, dir string, keep bool) (_ []faults.Result, err error) {
 	c, err := testcluster.New(testcluster.Options{
 		Prefix: "nodeha-bench", Subnet: "172.28.8.0/24", Hosts: 3, BaseDir: dir,
 		NodehaImage: "nodeha-bench:latest", SpiloImage: image, Overlay: "testimage/overlay.yml",
@@ -109,7 +110,13 @@ func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, i
 		return nil, err
 	}
 	c.Down(ctx, true)
-	defer c.Down(context.Background(), true)
+	defer func() {
+		if keep && err != nil {
+			fmt.Fprintf(os.Stderr, "leaving cluster %s up for inspection (data in %s)\n", c.Opts.Prefix, dir)
+			return
+		}
+		c.Down(context.Background(), true)
+	}()
 	fmt.Fprintf(os.Stderr, "== %s: starting the cluster (%s)\n", v.Name, strings.Join(v.Env, " "))
 	if err := c.Up(ctx); err != nil {
 		return nil, err
@@ -134,6 +141,9 @@ func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, i
 				v.Name, f.Name, i, r.PauseMS, r.WholeMS, r.Acked, r.Lost, len(r.Overlaps), r.Error)
 			if ctx.Err() != nil {
 				return out, ctx.Err()
+			}
+			if keep && r.Error != "" {
+				return out, fmt.Errorf("%s %s #%d failed: %s", v.Name, f.Name, i, r.Error)
 			}
 		}
 	}
