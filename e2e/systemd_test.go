@@ -269,6 +269,28 @@ func TestSystemd(t *testing.T) {
 		}
 	})
 
+	t.Run("UpgradeKeepsPostgres", func(t *testing.T) {
+		// The README's upgrade: SIGUSR2 (nodeha exits 0, the container
+		// stays), then a restart that adopts it.
+		h := c.Hosts[2]
+		before, err := pgIdentity(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := sdExec(ctx, h, "sh", "-c", "systemctl kill -s SIGUSR2 nodeha && systemctl restart nodeha"); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		if _, err := waitUnit(ctx, h, time.Minute, "active", func(p map[string]string) bool { return p["ActiveState"] == "active" }); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitHealthy(ctx, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if after, err := pgIdentity(ctx, h); err != nil || after != before {
+			t.Errorf("PostgreSQL restarted: %q -> %q (%v)", before, after, err)
+		}
+	})
+
 	t.Run("Uninstall", func(t *testing.T) {
 		h := c.Hosts[2]
 		out, err := sdExec(ctx, h, "/usr/local/bin/nodeha", "uninstall")
