@@ -40,7 +40,7 @@ func cmdCloudInit(args []string, stdout, stderr io.Writer) error {
 	fset.String("token", "", "join token (with --join; needs `nodeha join`, issue 3)")
 	binaryURL := fset.String("binary-url", "", "https URL the VM downloads the nodeha binary from")
 	binarySHA := fset.String("binary-sha256", "", "SHA-256 of the binary at --binary-url (hex), checked with sha256sum before it is installed")
-	embed := fset.String("embed-binary", "", "embed this nodeha binary in the user-data (gzip + base64; ~10 MB of user-data, more than some clouds accept)")
+	embed := fset.String("embed-binary", "", "embed this nodeha binary in the user-data (gzip + base64: about half the binary's size, 13.5 MB today; more than most clouds accept, fine for a NoCloud seed)")
 	binary := fset.String("binary", systemd.DefaultBinary, "where the VM installs the binary")
 	envFile := fset.String("env-file", systemd.DefaultEnvFile, "where the VM keeps its settings file")
 	wait := fset.Duration("wait", 10*time.Minute, "how long the user-data waits for the node to become healthy (nodeha status --wait)")
