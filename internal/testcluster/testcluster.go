@@ -274,6 +274,7 @@ func (c *Cluster) Down(ctx context.Context, removeData bool) error {
 type State struct {
 	Leaders   []*Host
 	Streaming int // replicas streaming from the single leader
+	Sync      int // of which synchronous
 }
 
 // Observe asks every host's PostgreSQL whether it is in recovery and the
@@ -290,23 +291,25 @@ func (c *Cluster) Observe(ctx context.Context) State {
 	}
 	if len(st.Leaders) == 1 {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		out, err := st.Leaders[0].Psql(ctx, "select count(*) from pg_stat_replication where state = 'streaming'")
+		out, err := st.Leaders[0].Psql(ctx, "select count(*), count(*) filter (where sync_state = 'sync') from pg_stat_replication where state = 'streaming'")
 		cancel()
-		if err == nil {
-			st.Streaming, _ = strconv.Atoi(out)
+		if n, s, ok := strings.Cut(out, "|"); err == nil && ok {
+			st.Streaming, _ = strconv.Atoi(n)
+			st.Sync, _ = strconv.Atoi(s)
 		}
 	}
 	return st
 }
 
 // WaitWhole waits until exactly one host accepts writes and every other
-// host streams from it, and returns the leader.
+// host streams from it (one synchronously, in synchronous mode), and
+// returns the leader.
 func (c *Cluster) WaitWhole(ctx context.Context, timeout time.Duration) (*Host, error) {
 	deadline := time.Now().Add(timeout)
 	var st State
 	for time.Now().Before(deadline) {
 		st = c.Observe(ctx)
-		if len(st.Leaders) == 1 && st.Streaming == len(c.Hosts)-1 {
+		if len(st.Leaders) == 1 && st.Streaming == len(c.Hosts)-1 && (!c.synchronous() || st.Sync > 0) {
 			return st.Leaders[0], nil
 		}
 		select {
@@ -319,7 +322,19 @@ func (c *Cluster) WaitWhole(ctx context.Context, timeout time.Duration) (*Host, 
 	for _, h := range st.Leaders {
 		names = append(names, h.Name)
 	}
-	return nil, fmt.Errorf("cluster not whole after %v: leaders %v, streaming replicas %d of %d", timeout, names, st.Streaming, len(c.Hosts)-1)
+	return nil, fmt.Errorf("cluster not whole after %v: leaders %v, streaming replicas %d of %d (%d synchronous)", timeout, names, st.Streaming, len(c.Hosts)-1, st.Sync)
+}
+
+// synchronous tells whether the cluster runs with NODEHA_SYNCHRONOUS: then
+// it is whole only with a synchronous standby, without which Patroni
+// (rightly) promotes no one when the primary fails.
+func (c *Cluster) synchronous() bool {
+	for _, e := range c.Opts.Env {
+		if e == "NODEHA_SYNCHRONOUS=true" {
+			return true
+		}
+	}
+	return false
 }
 
 // HostByName finds a host by Patroni member name.
