@@ -63,7 +63,7 @@ type Config struct {
 	PostgresPort   int           `envconfig:"NODEHA_POSTGRES_PORT" flag:"postgres-port" default:"5432" desc:"PostgreSQL port"`
 	RestAPIPort    int           `envconfig:"NODEHA_RESTAPI_PORT" flag:"restapi-port" default:"8008" desc:"Patroni REST API port"`
 	TTL            int           `envconfig:"NODEHA_TTL" flag:"ttl" default:"20" desc:"Patroni leader lease in seconds (seed: 45); applied when the cluster is bootstrapped"`
-	LoopWait       int           `envconfig:"NODEHA_LOOP_WAIT" flag:"loop-wait" default:"2" desc:"Patroni loop period in seconds (seed: 15); applied when the cluster is bootstrapped"`
+	LoopWait       int           `envconfig:"NODEHA_LOOP_WAIT" flag:"loop-wait" default:"1" desc:"Patroni loop period in seconds (seed: 15); applied when the cluster is bootstrapped"`
 	RetryTimeout   int           `envconfig:"NODEHA_RETRY_TIMEOUT" flag:"retry-timeout" default:"4" desc:"Patroni DCS and PostgreSQL retry timeout in seconds (seed: 15); applied when the cluster is bootstrapped"`
 	Synchronous    bool          `envconfig:"NODEHA_SYNCHRONOUS" flag:"synchronous" desc:"Patroni synchronous_mode: a commit is acknowledged only once a standby has it, and only such a standby is promoted (no acknowledged write lost); applied when the cluster is bootstrapped"`
 	FailoverAssist bool          `envconfig:"NODEHA_FAILOVER_ASSIST" flag:"failover-assist" default:"true" desc:"release the leader lock of a primary that is provably gone instead of waiting for its lease to expire (see README: Failover)"`

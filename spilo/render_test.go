@@ -274,7 +274,7 @@ tags:
 	if dcs["ttl"] != float64(30) || dcs["synchronous_mode"] != true {
 		t.Errorf("overlay values not applied: ttl %v, synchronous_mode %v", dcs["ttl"], dcs["synchronous_mode"])
 	}
-	if dcs["loop_wait"] != float64(2) {
+	if dcs["loop_wait"] != float64(1) {
 		t.Errorf("loop_wait = %v: the overlay's map replaced the seed's instead of merging", dcs["loop_wait"])
 	}
 	params := dcs["postgresql"].(map[string]any)["parameters"].(map[string]any)

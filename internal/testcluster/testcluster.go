@@ -259,9 +259,11 @@ func (h *Host) Psql(ctx context.Context, sql string) (string, error) {
 // Down removes every container and the network of the cluster. Host
 // directories stay unless removeData.
 func (c *Cluster) Down(ctx context.Context, removeData bool) error {
-	ids, _ := Docker(ctx, "ps", "-aq", "--filter", "name=^"+c.Opts.Prefix+"-h")
-	if ids != "" {
-		Docker(ctx, append([]string{"rm", "-f", "-v"}, strings.Fields(ids)...)...)
+	// nodeha first: a live nodeha would recreate its Spilo container.
+	for _, filter := range []string{"name=^" + c.Opts.Prefix + "-h[0-9]+-nodeha$", "name=^" + c.Opts.Prefix + "-h"} {
+		if ids, _ := Docker(ctx, "ps", "-aq", "--filter", filter); ids != "" {
+			Docker(ctx, append([]string{"rm", "-f", "-v"}, strings.Fields(ids)...)...)
+		}
 	}
 	Docker(ctx, "network", "rm", c.Network())
 	if removeData {
