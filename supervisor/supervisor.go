@@ -147,7 +147,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 	var runErr error
 	select {
 	case <-ctx.Done():
-		log.Info("stopping: PostgreSQL will be stopped cleanly, then etcd")
+		select {
+		case <-detach: // an upgrade asked first; a stop right behind it must not undo it
+			mode = spilo.LeaveRunning
+			log.Info("detaching: PostgreSQL keeps running; the next nodeha adopts it")
+		default:
+			log.Info("stopping: PostgreSQL will be stopped cleanly, then etcd")
+		}
 	case <-detach:
 		mode = spilo.LeaveRunning
 		log.Info("detaching: PostgreSQL keeps running; the next nodeha adopts it")
