@@ -45,17 +45,21 @@ func EnsureImage(ctx context.Context, d ImageAPI, image string, log *slog.Logger
 		if m.Error != nil {
 			return fmt.Errorf("NODEHA_IMAGE (--image): image %q is not present and cannot be pulled: %s", image, m.Error.Message)
 		}
-		if time.Since(last) > 2*time.Second || m.Progress == nil {
+		// Every status change is logged; byte progress at most every 2 s.
+		if m.Progress != nil && m.Progress.Total > 0 {
+			if time.Since(last) < 2*time.Second {
+				continue
+			}
 			last = time.Now()
-			args := []any{"status", m.Status}
-			if m.ID != "" {
-				args = append(args, "layer", m.ID)
-			}
-			if p := m.Progress; p != nil && p.Total > 0 {
-				args = append(args, "progress", fmt.Sprintf("%d%%", p.Current*100/p.Total))
-			}
-			log.Info("pull", args...)
 		}
+		args := []any{"status", m.Status}
+		if m.ID != "" {
+			args = append(args, "layer", m.ID)
+		}
+		if p := m.Progress; p != nil && p.Total > 0 {
+			args = append(args, "progress", fmt.Sprintf("%d%%", p.Current*100/p.Total))
+		}
+		log.Info("pull", args...)
 	}
 	log.Info("image pulled", "image", image)
 	return nil
