@@ -6,11 +6,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/yaml"
 
 	"github.com/nodeha/nodeha/health"
 	"github.com/nodeha/nodeha/internal/testcluster"
@@ -260,6 +264,50 @@ func TestCluster(t *testing.T) {
 		// The stopped host comes back as a replica.
 		if err := leader.StartNodeha(ctx); err != nil {
 			t.Fatal(err)
+		}
+		mustWhole(t, c, 3*time.Minute)
+	})
+
+	t.Run("SpecChangeRecreatesContainer", func(t *testing.T) {
+		mustWhole(t, c, time.Minute)
+		h := c.Hosts[2]
+		cid, _ := testcluster.Docker(ctx, "inspect", "-f", "{{.Id}}", h.Spilo)
+		overlay := filepath.Join(h.Dir, "overlay.yml")
+		b, err := os.ReadFile(overlay)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		m["postgresql"].(map[string]any)["parameters"].(map[string]any)["work_mem"] = "8MB"
+		if b, err = yaml.Marshal(m); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(overlay, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// Restart nodeha with the new overlay (SIGUSR2 keeps the old container
+		// running, so the new nodeha must notice the drift by itself).
+		if err := h.Signal(ctx, "USR2", true); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.StartNodeha(ctx); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 2*time.Minute, func() error {
+			got, err := h.Psql(ctx, "show work_mem")
+			if err != nil || got != "8MB" {
+				return fmt.Errorf("%s: work_mem %q (%v)", h.Name, got, err)
+			}
+			return nil
+		})
+		if got, _ := testcluster.Docker(ctx, "inspect", "-f", "{{.Id}}", h.Spilo); got == cid {
+			t.Error("the container was not recreated after its spec changed")
+		}
+		if !strings.Contains(h.Logs(ctx), "container spec changed; recreating") {
+			t.Error("nodeha did not log the spec change")
 		}
 		mustWhole(t, c, 3*time.Minute)
 	})

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -90,6 +91,16 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 		return err
 	}
 	runner := spilo.NewRunner(dc, spec, log)
+	// Helpers that use the etcd member stop before it closes (a read on a
+	// closed member panics), whatever ends the run.
+	bg, stopBG := context.WithCancel(ctx)
+	var helpers sync.WaitGroup
+	defer helpers.Wait()
+	defer stopBG()
+	goHelper := func(f func(context.Context)) {
+		helpers.Add(1)
+		go func() { defer helpers.Done(); f(bg) }()
+	}
 	if cfg.FailoverAssist {
 		etcd := member.Client()
 		runner.OnExit = func(ctx context.Context) {
@@ -109,7 +120,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 			Interval:  500 * time.Millisecond,
 			Ports:     []int{cfg.RestAPIPort, cfg.EtcdPeerPort},
 		}
-		go w.Run(ctx)
+		goHelper(w.Run)
 	}
 	runner.Start(context.WithoutCancel(ctx))
 
@@ -123,6 +134,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 	}
 	hs, err := health.Listen(cfg.Socket, report, hang)
 	if err != nil {
+		stopBG()
+		helpers.Wait()
 		runner.Close(spilo.LeaveRunning)
 		member.Close()
 		return err
@@ -130,17 +143,17 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 	log.Info("nodeha running", "name", cfg.Name, "address", cfg.AdvertiseIP, "socket", cfg.Socket, "spec_hash", spec.Hash)
 
 	// READY once the etcd member serves and the socket answers.
-	go func() {
+	goHelper(func(ctx context.Context) {
 		select {
 		case <-member.Ready():
 			log.Info("etcd member ready", "status", member.Status())
 			notify.Ready()
 		case <-ctx.Done():
 		}
-	}()
-	go statusLoop(ctx, notify, report)
+	})
+	goHelper(func(ctx context.Context) { statusLoop(ctx, notify, report) })
 	if wd := notify.WatchdogInterval(); wd > 0 {
-		go watchdog(ctx, notify, runner, wd, log)
+		goHelper(func(ctx context.Context) { watchdog(ctx, notify, runner, wd, log) })
 	}
 
 	mode := spilo.StopContainer
@@ -170,11 +183,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 	notify.Status("stopping")
 
 	// Shutdown order:
+	//  0. the helpers (failover watcher, status and watchdog loops);
 	//  1. the runner: stop its loop, then (unless detaching) stop the
 	//     container, so Patroni deletes its leader key while etcd still has
 	//     this member and replicas take over at once;
 	//  2. the etcd member;
 	//  3. the health socket, last, so status answers until the end.
+	stopBG()
+	helpers.Wait()
 	err = runner.Close(mode)
 	member.Close()
 	hs.Close()
