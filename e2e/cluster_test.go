@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,10 +16,14 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodeha/nodeha/health"
+	"github.com/nodeha/nodeha/internal/faults"
 	"github.com/nodeha/nodeha/internal/testcluster"
 )
 
 const appPassword = "e2e-app-pw"
+
+// The trial number of the writer in GracefulStopUnderWrites.
+const gracefulTrial = 1
 
 // TestCluster walks one three-host cluster through its life: formation,
 // replication, a killed container, nodeha restarts that must not touch
@@ -76,9 +79,9 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("ReplicatesRows", func(t *testing.T) {
-		mustPsql(t, leader, "create role app login password '"+appPassword+"'")
-		mustPsql(t, leader, "create table e2e_writes (id bigint primary key, at timestamptz default now())")
-		mustPsql(t, leader, "grant insert, select on e2e_writes to app")
+		if err := faults.Setup(ctx, leader, appPassword); err != nil {
+			t.Fatal(err)
+		}
 		mustPsql(t, leader, "create table e2e_rows (v text)")
 		mustPsql(t, leader, "insert into e2e_rows values ('written on the primary')")
 		for _, h := range c.Hosts {
@@ -192,20 +195,21 @@ func TestCluster(t *testing.T) {
 
 	t.Run("GracefulStopUnderWrites", func(t *testing.T) {
 		leader := mustWhole(t, c, time.Minute)
-		dsn, err := exec.Command(nodehaBin, "dsn", "--user", "app", "--peers", c.Peers()).Output()
+		dsn, err := exec.Command(nodehaBin, "dsn", "--user", "bench", "--peers", c.Peers()).Output()
 		if err != nil {
 			t.Fatal(err)
 		}
-		w, err := newWriter(strings.TrimSpace(string(dsn)), appPassword, 100*time.Millisecond)
+		w, err := faults.NewWriter(strings.TrimSpace(string(dsn)), appPassword, gracefulTrial)
 		if err != nil {
 			t.Fatal(err)
 		}
+		w.Interval = 100 * time.Millisecond
 		wctx, stopWriter := context.WithCancel(ctx)
 		done := make(chan struct{})
-		go func() { w.run(wctx); close(done) }()
+		go func() { w.Run(wctx); close(done) }()
 		eventually(t, 30*time.Second, func() error {
-			if len(w.snapshot()) < 20 {
-				return fmt.Errorf("writer has %d acks", len(w.snapshot()))
+			if len(w.Acks()) < 20 {
+				return fmt.Errorf("writer has %d acks", len(w.Acks()))
 			}
 			return nil
 		})
@@ -223,9 +227,9 @@ func TestCluster(t *testing.T) {
 		}
 		// Writes resume on another host.
 		eventually(t, time.Minute, func() error {
-			acks := w.snapshot()
+			acks := w.Acks()
 			last := acks[len(acks)-1]
-			if !last.at.After(stopped) || strings.HasPrefix(last.host, leader.IP+":") {
+			if !last.At.After(stopped) || last.Host == leader.IP {
 				return fmt.Errorf("no write acknowledged by a new primary yet")
 			}
 			return nil
@@ -233,10 +237,10 @@ func TestCluster(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		stopWriter()
 		<-done
-		acks := w.snapshot()
+		acks := w.Acks()
 		{
-			pause := longestPauseAfter(acks, stopped)
-			t.Logf("write pause during the graceful stop of the primary host: %v (%d writes acked, %d errors)", pause.Round(time.Millisecond), len(acks), w.errs)
+			pause := faults.LongestGapAfter(acks, stopped)
+			t.Logf("write pause during the graceful stop of the primary host: %v (%d writes acked, %d errors)", pause.Round(time.Millisecond), len(acks), w.Errors())
 		}
 
 		// Every acknowledged row is on the new primary.
@@ -245,17 +249,9 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("%d hosts accept writes", len(st.Leaders))
 		}
 		newLeader := st.Leaders[0]
-		ids := map[int64]bool{}
-		out := mustPsql(t, newLeader, "select id from e2e_writes")
-		for _, f := range strings.Fields(out) {
-			n, _ := strconv.ParseInt(f, 10, 64)
-			ids[n] = true
-		}
-		lost := 0
-		for _, a := range acks {
-			if !ids[a.id] {
-				lost++
-			}
+		lost, err := faults.Missing(ctx, newLeader, gracefulTrial, acks)
+		if err != nil {
+			t.Fatal(err)
 		}
 		if lost > 0 {
 			t.Errorf("%d of %d acknowledged rows are missing on the new primary %s", lost, len(acks), newLeader.Name)
@@ -315,7 +311,7 @@ func TestCluster(t *testing.T) {
 	t.Run("WholeClusterRestart", func(t *testing.T) {
 		leader := mustWhole(t, c, time.Minute)
 		sysid := mustPsql(t, leader, "select system_identifier from pg_control_system()")
-		rows := mustPsql(t, leader, "select count(*) from e2e_writes")
+		rows := mustPsql(t, leader, "select count(*) from bench_writes")
 		errs := make(chan error, len(c.Hosts))
 		for _, h := range c.Hosts {
 			go func() { errs <- h.Signal(ctx, "TERM", true) }()
@@ -345,7 +341,7 @@ func TestCluster(t *testing.T) {
 		if got := mustPsql(t, leader, "select system_identifier from pg_control_system()"); got != sysid {
 			t.Errorf("system identifier %s after restart, was %s: data was not kept", got, sysid)
 		}
-		if got := mustPsql(t, leader, "select count(*) from e2e_writes"); got != rows {
+		if got := mustPsql(t, leader, "select count(*) from bench_writes"); got != rows {
 			t.Errorf("%s rows after restart, had %s", got, rows)
 		}
 		for _, h := range c.Hosts {

@@ -211,10 +211,10 @@ func Run(ctx context.Context, c *testcluster.Cluster, f Fault, dsn, password, va
 
 	acks := w.Acks()
 	r.Acked = len(acks)
-	r.PauseMS = longestGapAfter(acks, t0).Milliseconds()
+	r.PauseMS = LongestGapAfter(acks, t0).Milliseconds()
 	r.Overlaps = probe.Overlaps()
 	if newLeader != nil {
-		lost, err := missing(ctx, newLeader, trial, acks)
+		lost, err := Missing(ctx, newLeader, trial, acks)
 		if err != nil && r.Error == "" {
 			r.Error = "count rows: " + err.Error()
 		}
@@ -226,35 +226,5 @@ func Run(ctx context.Context, c *testcluster.Cluster, f Fault, dsn, password, va
 // firstAfterGap tells whether writes stopped at some point after t0 and
 // then came back (a killed container that restarted in place).
 func firstAfterGap(acks []Ack, t0 time.Time) bool {
-	return longestGapAfter(acks, t0) > 300*time.Millisecond
-}
-
-// longestGapAfter is the longest gap between consecutive acknowledged
-// writes whose later write came after t0: the pause the fault caused.
-func longestGapAfter(acks []Ack, t0 time.Time) time.Duration {
-	var longest time.Duration
-	for i := 1; i < len(acks); i++ {
-		if acks[i].At.After(t0) {
-			longest = max(longest, acks[i].At.Sub(acks[i-1].At))
-		}
-	}
-	return longest
-}
-
-func missing(ctx context.Context, h *testcluster.Host, trial int, acks []Ack) (int, error) {
-	out, err := h.Psql(ctx, fmt.Sprintf("select seq from bench_writes where trial = %d", trial))
-	if err != nil {
-		return 0, err
-	}
-	have := map[string]bool{}
-	for _, f := range strings.Fields(out) {
-		have[f] = true
-	}
-	lost := 0
-	for _, a := range acks {
-		if !have[fmt.Sprint(a.Seq)] {
-			lost++
-		}
-	}
-	return lost, nil
+	return LongestGapAfter(acks, t0) > 300*time.Millisecond
 }

@@ -3,6 +3,7 @@ package faults
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"os/exec"
 	"strings"
@@ -20,6 +21,8 @@ import (
 type Writer struct {
 	cfg   *pgx.ConnConfig
 	trial int
+	// Interval between inserts; 0 writes as fast as the server answers.
+	Interval time.Duration
 
 	mu    sync.Mutex
 	acked []Ack
@@ -79,6 +82,9 @@ func (w *Writer) Run(ctx context.Context) {
 		w.mu.Lock()
 		w.acked = append(w.acked, Ack{Seq: seq, At: time.Now(), Host: host})
 		w.mu.Unlock()
+		if w.Interval > 0 {
+			sleep(ctx, w.Interval)
+		}
 	}
 }
 
@@ -93,6 +99,37 @@ func (w *Writer) Acks() []Ack {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]Ack(nil), w.acked...)
+}
+
+// LongestGapAfter is the longest gap between consecutive acknowledged
+// writes whose later write came after t: the pause a fault at t caused.
+func LongestGapAfter(acks []Ack, t time.Time) time.Duration {
+	var longest time.Duration
+	for i := 1; i < len(acks); i++ {
+		if acks[i].At.After(t) {
+			longest = max(longest, acks[i].At.Sub(acks[i-1].At))
+		}
+	}
+	return longest
+}
+
+// Missing counts the acknowledged writes of trial that h does not have.
+func Missing(ctx context.Context, h *testcluster.Host, trial int, acks []Ack) (int, error) {
+	out, err := h.Psql(ctx, fmt.Sprintf("select seq from bench_writes where trial = %d", trial))
+	if err != nil {
+		return 0, err
+	}
+	have := map[string]bool{}
+	for _, f := range strings.Fields(out) {
+		have[f] = true
+	}
+	lost := 0
+	for _, a := range acks {
+		if !have[fmt.Sprint(a.Seq)] {
+			lost++
+		}
+	}
+	return lost, nil
 }
 
 // Errors is the number of failed attempts.
