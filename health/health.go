@@ -46,6 +46,8 @@ type Patroni struct {
 	LagBytes            int64  `json:"lag_bytes"`
 	PostmasterStartTime string `json:"postmaster_start_time,omitempty"`
 	Version             string `json:"version,omitempty"`
+	// SyncStandbys counts the cluster's synchronous standbys.
+	SyncStandbys *int `json:"sync_standbys,omitempty"`
 }
 
 // Server serves the report on a unix socket.

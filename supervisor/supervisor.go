@@ -218,7 +218,11 @@ func buildReport(ctx context.Context, cfg *config.Config, member *embedetcd.Memb
 		p.PostmasterStartTime = st.PostmasterStartTime
 		p.Version = st.Patroni.Version
 		if cl, err := pc.Cluster(ctx); err == nil {
+			syncStandbys := 0
 			for _, m := range cl.Members {
+				if m.Role == "sync_standby" {
+					syncStandbys++
+				}
 				if m.Name == cfg.Name {
 					p.LagBytes = int64(m.Lag)
 					if patroni.IsLeader(m.Role) {
@@ -226,9 +230,21 @@ func buildReport(ctx context.Context, cfg *config.Config, member *embedetcd.Memb
 					}
 				}
 			}
+			p.SyncStandbys = &syncStandbys
 		}
 	}
 
+	reasons := Verdict(cfg.Synchronous, es, rep.Container, p)
+	rep.Reasons = reasons
+	rep.Healthy = len(reasons) == 0
+	return rep
+}
+
+// Verdict lists why a node is unhealthy; none means healthy: etcd has a
+// leader and this member votes, the container runs, and Patroni runs
+// PostgreSQL as leader or replica (in synchronous mode, a leader needs a
+// synchronous standby).
+func Verdict(synchronous bool, es embedetcd.Status, c spilo.ContainerStatus, p *health.Patroni) []string {
 	var reasons []string
 	switch {
 	case !es.HasQuorum:
@@ -236,20 +252,22 @@ func buildReport(ctx context.Context, cfg *config.Config, member *embedetcd.Memb
 	case es.Learner:
 		reasons = append(reasons, "etcd: member is still a learner")
 	}
-	if !rep.Container.Running {
-		reasons = append(reasons, fmt.Sprintf("container %s: %s", rep.Container.Name, rep.Container.State))
+	if !c.Running {
+		reasons = append(reasons, fmt.Sprintf("container %s: %s", c.Name, c.State))
 	}
 	switch {
 	case !p.Reachable:
 		reasons = append(reasons, "patroni: REST API not answering")
-	case p.State != "running":
+	case p.State != "running" && p.State != "streaming": // Patroni 4 says streaming for replicas
 		reasons = append(reasons, "patroni: PostgreSQL is "+p.State)
 	case !patroni.IsLeader(p.Role) && !patroni.IsReplica(p.Role):
 		reasons = append(reasons, "patroni: role "+p.Role)
+	case synchronous && patroni.IsLeader(p.Role) && p.SyncStandbys != nil && *p.SyncStandbys == 0:
+		// Patroni promotes only a synchronous standby: without one, losing
+		// this host stops writes until it is back.
+		reasons = append(reasons, "patroni: synchronous mode but no synchronous standby yet")
 	}
-	rep.Reasons = reasons
-	rep.Healthy = len(reasons) == 0
-	return rep
+	return reasons
 }
 
 // statusLoop keeps systemd's STATUS line at the node's role and health.

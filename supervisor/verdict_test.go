@@ -1,0 +1,51 @@
+package supervisor_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/nodeha/nodeha/embedetcd"
+	"github.com/nodeha/nodeha/health"
+	"github.com/nodeha/nodeha/spilo"
+	"github.com/nodeha/nodeha/supervisor"
+)
+
+func TestVerdict(t *testing.T) {
+	zero, one := 0, 1
+	etcdOK := embedetcd.Status{HasQuorum: true}
+	running := spilo.ContainerStatus{Name: "spilo", State: "running", Running: true}
+	leader := &health.Patroni{Reachable: true, Role: "master", State: "running", SyncStandbys: &one}
+	cases := []struct {
+		name   string
+		sync   bool
+		es     embedetcd.Status
+		c      spilo.ContainerStatus
+		p      *health.Patroni
+		reason string // "" = healthy
+	}{
+		{"healthy leader", false, etcdOK, running, leader, ""},
+		{"healthy replica (Patroni 4 names)", false, etcdOK, running, &health.Patroni{Reachable: true, Role: "replica", State: "streaming"}, ""},
+		{"healthy replica", false, etcdOK, running, &health.Patroni{Reachable: true, Role: "replica", State: "running"}, ""},
+		{"primary (Patroni 4)", false, etcdOK, running, &health.Patroni{Reachable: true, Role: "primary", State: "running"}, ""},
+		{"no quorum", false, embedetcd.Status{}, running, leader, "etcd: no quorum"},
+		{"learner", false, embedetcd.Status{HasQuorum: true, Learner: true}, running, leader, "etcd: member is still a learner"},
+		{"container exited", false, etcdOK, spilo.ContainerStatus{Name: "spilo", State: "exited"}, leader, "container spilo: exited"},
+		{"patroni down", false, etcdOK, running, &health.Patroni{}, "patroni: REST API not answering"},
+		{"postgres starting", false, etcdOK, running, &health.Patroni{Reachable: true, Role: "replica", State: "starting"}, "patroni: PostgreSQL is starting"},
+		{"uninitialized", false, etcdOK, running, &health.Patroni{Reachable: true, Role: "uninitialized", State: "running"}, "patroni: role uninitialized"},
+		{"sync leader without standby", true, etcdOK, running, &health.Patroni{Reachable: true, Role: "master", State: "running", SyncStandbys: &zero}, "no synchronous standby"},
+		{"async leader without standby", false, etcdOK, running, &health.Patroni{Reachable: true, Role: "master", State: "running", SyncStandbys: &zero}, ""},
+		{"sync leader with standby", true, etcdOK, running, leader, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := strings.Join(supervisor.Verdict(tc.sync, tc.es, tc.c, tc.p), "; ")
+			if tc.reason == "" && got != "" {
+				t.Errorf("unhealthy (%s), want healthy", got)
+			}
+			if tc.reason != "" && !strings.Contains(got, tc.reason) {
+				t.Errorf("reasons %q, want one containing %q", got, tc.reason)
+			}
+		})
+	}
+}
