@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -76,16 +77,13 @@ func TestFaults(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer testcluster.Docker(ctx, "network", "connect", "--ip", old.IP, c.Network(), old.Holder)
+		// Patroni demotes it: PostgreSQL comes back read-only (in recovery).
 		eventually(t, 90*time.Second, func() error {
 			out, err := old.Psql(ctx, "select pg_is_in_recovery()")
-			if err == nil && out == "f" {
-				return errString("the cut-off old primary still accepts writes")
+			if err != nil || out != "t" {
+				return fmt.Errorf("cut-off old primary %s: in recovery = %q (%v)", old.Name, out, err)
 			}
-			return nil // in recovery, or PostgreSQL down: no writes
+			return nil
 		})
 	})
 }
-
-type errString string
-
-func (e errString) Error() string { return string(e) }
