@@ -178,17 +178,13 @@ func Run(ctx context.Context, c *testcluster.Cluster, f Fault, dsn, password, va
 		r.Error = "inject: " + err.Error()
 		return r
 	}
-	// Writes resume: an ack after t0 from a primary that is not the old
-	// one, or from the old one once it is back (a restarted container).
+	// Writes resume: the first ack after t0 from another host, or (a
+	// container restarted in place) from the same host after a break.
 	resumed := false
-	for d := time.Now().Add(3 * time.Minute); time.Now().Before(d); sleep(ctx, 50*time.Millisecond) {
-		acks := w.Acks()
-		if last := acks[len(acks)-1]; last.At.After(t0) && (last.Host != leader.IP || f.Name == "kill-container") && time.Since(last.At) < time.Second {
-			if f.Name != "kill-container" || firstAfterGap(acks, t0) {
-				r.ResumeMS = last.At.Sub(t0).Milliseconds()
-				resumed = true
-				break
-			}
+	for d := time.Now().Add(3 * time.Minute); time.Now().Before(d) && !resumed; sleep(ctx, 50*time.Millisecond) {
+		if at, ok := resumedAt(w.Acks(), t0, leader.IP, f.Name == "kill-container"); ok {
+			r.ResumeMS = at.Sub(t0).Milliseconds()
+			resumed = true
 		}
 	}
 	if !resumed {
@@ -223,8 +219,17 @@ func Run(ctx context.Context, c *testcluster.Cluster, f Fault, dsn, password, va
 	return r
 }
 
-// firstAfterGap tells whether writes stopped at some point after t0 and
-// then came back (a killed container that restarted in place).
-func firstAfterGap(acks []Ack, t0 time.Time) bool {
-	return LongestGapAfter(acks, t0) > 300*time.Millisecond
+// resumedAt finds the first write acknowledged after t0 by a host other
+// than old, or, when sameHost may resume, by old after a break of at least
+// 100 ms (its container restarted in place).
+func resumedAt(acks []Ack, t0 time.Time, old string, sameHost bool) (time.Time, bool) {
+	for i := 1; i < len(acks); i++ {
+		if !acks[i].At.After(t0) {
+			continue
+		}
+		if acks[i].Host != old || sameHost && acks[i].At.Sub(acks[i-1].At) >= 100*time.Millisecond {
+			return acks[i].At, true
+		}
+	}
+	return time.Time{}, false
 }

@@ -71,21 +71,24 @@ func run() error {
 
 	var results []faults.Result
 	started := time.Now()
+	// The raw results are rewritten after every trial: an interrupted run
+	// keeps what it measured.
+	save := func(r faults.Result) {
+		results = append(results, r)
+		b, _ := json.MarshalIndent(map[string]any{
+			"machine": machine(), "started": started.UTC(), "trials": *trials, "results": results,
+		}, "", "  ")
+		if err := os.WriteFile(*out, b, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+	}
 	for _, v := range variants {
 		if !slices.Contains(strings.Split(*only, ","), v.Name) {
 			continue
 		}
-		res, err := runVariant(ctx, v, fs, *trials, *image, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep)
-		results = append(results, res...)
-		if err != nil {
+		if err := runVariant(ctx, v, fs, *trials, *image, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep, save); err != nil {
 			return err
 		}
-	}
-	b, _ := json.MarshalIndent(map[string]any{
-		"machine": machine(), "started": started.UTC(), "trials": *trials, "results": results,
-	}, "", "  ")
-	if err := os.WriteFile(*out, b, 0o644); err != nil {
-		return err
 	}
 	printTable(os.Stdout, results, fs)
 	fmt.Printf("\nraw results: %s; %s; took %v\n", *out, machine(), time.Since(started).Round(time.Second))
@@ -100,14 +103,14 @@ func names() string {
 	return strings.Join(n, ",")
 }
 
-func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, image, dir string, keep bool) (_ []faults.Result, err error) {
+func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, image, dir string, keep bool, save func(faults.Result)) (err error) {
 	c, err := testcluster.New(testcluster.Options{
 		Prefix: "nodeha-bench", Subnet: "172.28.8.0/24", Hosts: 3, BaseDir: dir,
 		NodehaImage: "nodeha-bench:latest", SpiloImage: image, Overlay: "testimage/overlay.yml",
 		Scope: "bench", Env: v.Env,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c.Down(ctx, true)
 	defer func() {
@@ -119,35 +122,34 @@ func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, i
 	}()
 	fmt.Fprintf(os.Stderr, "== %s: starting the cluster (%s)\n", v.Name, strings.Join(v.Env, " "))
 	if err := c.Up(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	leader, err := c.WaitWhole(ctx, 4*time.Minute)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	const password = "bench-pw"
 	if err := faults.Setup(ctx, leader, password); err != nil {
-		return nil, err
+		return err
 	}
 	dsn := cli.DSN(strings.Split(c.Peers(), ","), 5432, "bench", "postgres", false)
-	var out []faults.Result
 	n := 0
 	for _, f := range fs {
 		for i := 1; i <= trials; i++ {
 			n++
 			r := faults.Run(ctx, c, f, dsn, password, v.Name, n)
-			out = append(out, r)
+			save(r)
 			fmt.Fprintf(os.Stderr, "%s %s #%d: pause %dms, whole %dms, acked %d, lost %d, overlaps %d %s\n",
 				v.Name, f.Name, i, r.PauseMS, r.WholeMS, r.Acked, r.Lost, len(r.Overlaps), r.Error)
 			if ctx.Err() != nil {
-				return out, ctx.Err()
+				return ctx.Err()
 			}
 			if keep && r.Error != "" {
-				return out, fmt.Errorf("%s %s #%d failed: %s", v.Name, f.Name, i, r.Error)
+				return fmt.Errorf("%s %s #%d failed: %s", v.Name, f.Name, i, r.Error)
 			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func machine() string {
