@@ -7,7 +7,9 @@ import (
 
 func TestResumedAt(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	at := func(ms int, host string) Ack { return Ack{At: t0.Add(time.Duration(ms) * time.Millisecond), Host: host} }
+	at := func(ms int, host string) Ack {
+		return Ack{At: t0.Add(time.Duration(ms) * time.Millisecond), Host: host}
+	}
 	cases := []struct {
 		name     string
 		acks     []Ack
