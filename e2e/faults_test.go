@@ -70,20 +70,60 @@ func TestFaults(t *testing.T) {
 		})
 	}
 
-	// A primary cut off from the others stops accepting writes by itself.
-	t.Run("PartitionedPrimaryDemotes", func(t *testing.T) {
+	// A primary cut off from the others stops accepting writes: nodeha
+	// fences it (stops its container) once it has been cut off for
+	// loop_wait + retry_timeout, and after the heal it comes back as a
+	// replica of the primary elected meanwhile, never as a second primary.
+	t.Run("PartitionedPrimaryIsFenced", func(t *testing.T) {
 		old := mustWhole(t, c, 3*time.Minute)
 		if _, err := testcluster.Docker(ctx, "network", "disconnect", "-f", c.Network(), old.Holder); err != nil {
 			t.Fatal(err)
 		}
-		defer testcluster.Docker(ctx, "network", "connect", "--ip", old.IP, c.Network(), old.Holder)
-		// Patroni demotes it: PostgreSQL comes back read-only (in recovery).
+		healed := false
+		heal := func() {
+			if !healed {
+				healed = true
+				if _, err := testcluster.Docker(ctx, "network", "connect", "--ip", old.IP, c.Network(), old.Holder); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		defer heal()
 		eventually(t, 90*time.Second, func() error {
-			out, err := old.Psql(ctx, "select pg_is_in_recovery()")
-			if err != nil || out != "t" {
-				return fmt.Errorf("cut-off old primary %s: in recovery = %q (%v)", old.Name, out, err)
+			rep, err := old.Health(ctx)
+			if err != nil {
+				return err
+			}
+			if rep.Container.Fenced == "" || rep.Container.Running {
+				return fmt.Errorf("cut-off old primary %s: container %+v, want fenced and stopped", old.Name, rep.Container)
 			}
 			return nil
 		})
+		if out, err := old.Psql(ctx, "select 1"); err == nil {
+			t.Fatalf("the fenced old primary %s still answers queries: %q", old.Name, out)
+		}
+		// The others elect a new primary.
+		var newLeader *testcluster.Host
+		eventually(t, 90*time.Second, func() error {
+			st := c.Observe(ctx)
+			for _, h := range st.Leaders {
+				if h != old {
+					newLeader = h
+					return nil
+				}
+			}
+			return fmt.Errorf("no new primary yet: leaders %v", st.Leaders)
+		})
+		heal()
+		leader, err := c.WaitWhole(ctx, 3*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if leader != newLeader {
+			t.Fatalf("after the heal the primary is %s, want %s (elected while %s was cut off)", leader.Name, newLeader.Name, old.Name)
+		}
+		if rep, err := old.Health(ctx); err != nil || rep.Container.Fenced != "" || !rep.Container.Running {
+			t.Fatalf("healed host %s: container %+v (%v), want running and not fenced", old.Name, rep.Container, err)
+		}
 	})
 }

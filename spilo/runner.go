@@ -49,6 +49,8 @@ type ContainerStatus struct {
 	LastExitCode *int      `json:"last_exit_code,omitempty"`
 	LastExitAt   time.Time `json:"last_exit_at,omitzero"`
 	LastError    string    `json:"last_error,omitempty"`
+	// Fenced says why nodeha keeps the container stopped (see Fence).
+	Fenced string `json:"fenced,omitempty"`
 }
 
 // Runner keeps one container matching a Spec running. It reconciles on
@@ -174,6 +176,24 @@ func (r *Runner) Hang() {
 	}
 }
 
+// Fence stops the container and keeps it stopped, for reason, until
+// Unfence. Its exit is not a crash: no restart, no OnExit.
+func (r *Runner) Fence(reason string) {
+	r.mu.Lock()
+	r.status.Fenced = reason
+	r.mu.Unlock()
+	r.Kick()
+}
+
+// Unfence lets the container start again at once.
+func (r *Runner) Unfence() {
+	r.mu.Lock()
+	r.status.Fenced = ""
+	r.retryAt = time.Time{}
+	r.mu.Unlock()
+	r.Kick()
+}
+
 // Kick asks for a reconcile now.
 func (r *Runner) Kick() {
 	select {
@@ -260,11 +280,17 @@ func (r *Runner) reconcile(ctx context.Context) time.Duration {
 	switch {
 	case cerrdefs.IsNotFound(err):
 		r.setState("missing", false, "")
+		if r.Status().Fenced != "" {
+			return 0
+		}
 		return r.create(ctx)
 	case err != nil:
 		return r.fail(ctx, fmt.Errorf("spilo: inspect container %q: %w", name, err))
 	}
 	c := res.Container
+	if fenced := r.Status().Fenced; fenced != "" && c.State != nil {
+		return r.fenced(ctx, c.ID, c.State.Running, c.State.FinishedAt, fenced)
+	}
 	var labels map[string]string
 	if c.Config != nil {
 		labels = c.Config.Labels
@@ -330,6 +356,27 @@ func (r *Runner) reconcile(ctx context.Context) time.Duration {
 	r.mu.Unlock()
 	r.log.Info("container restarted", "restarts", r.Status().Restarts)
 	return time.Second // look again soon
+}
+
+// fenced keeps a fenced container stopped. The stop is short: the
+// PostgreSQL there must stop accepting writes, and no client can reach it.
+func (r *Runner) fenced(ctx context.Context, id string, running bool, finishedAt, reason string) time.Duration {
+	if !running {
+		r.mu.Lock()
+		r.lastExit = finishedAt // not a crash: no restart, no OnExit
+		r.status.State, r.status.Running = "fenced", false
+		r.mu.Unlock()
+		return 0
+	}
+	timeout := 3
+	r.mu.Lock()
+	r.busyTill = r.now().Add(time.Duration(timeout+30) * time.Second)
+	r.mu.Unlock()
+	r.log.Warn("fencing: stopping the container", "reason", reason)
+	if _, err := r.docker.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &timeout}); err != nil && !cerrdefs.IsNotFound(err) {
+		return r.fail(ctx, fmt.Errorf("spilo: stop fenced container %q: %w", r.spec.Name, err))
+	}
+	return 50 * time.Millisecond
 }
 
 func (r *Runner) create(ctx context.Context) time.Duration {

@@ -266,3 +266,33 @@ func TestRunnerRecreatesRemovedContainer(t *testing.T) {
 		t.Errorf("calls = %q, want a second create", d.Calls())
 	}
 }
+
+func TestRunnerFenceStopsAndHoldsTheContainerUntilUnfenced(t *testing.T) {
+	d := newFakeDocker()
+	var exits int
+	spec, _ := renderSpec(t, testConfig(t, "--container-name=pg"))
+	log, _ := testLogger(t)
+	r := spilo.NewRunner(d, spec, log)
+	r.Interval = 50 * time.Millisecond
+	r.OnExit = func(context.Context) { exits++ }
+	r.Start(context.Background())
+	t.Cleanup(func() { r.Close(spilo.LeaveRunning) })
+	waitReady(t, r)
+	c, _ := d.container("pg")
+
+	r.Fence("cut off")
+	waitFor(t, "the fenced container to stop", func() bool { st := r.Status(); return !st.Running && st.State == "fenced" })
+	time.Sleep(500 * time.Millisecond) // ten reconcile ticks
+	if st := r.Status(); st.Running || st.Restarts != 0 || st.Fenced != "cut off" {
+		t.Fatalf("fenced container restarted or fence lost: %+v", st)
+	}
+	if exits != 0 {
+		t.Error("a fenced stop ran OnExit (it is not a crash)")
+	}
+
+	r.Unfence()
+	waitFor(t, "the container to start again", func() bool { st := r.Status(); return st.Running && st.Fenced == "" })
+	if got, want := d.Calls(), []string{"create pg", "start " + c.id, "stop " + c.id + " 3", "start " + c.id}; !slices.Equal(got, want) {
+		t.Errorf("calls = %q, want %q", got, want)
+	}
+}

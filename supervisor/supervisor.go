@@ -121,6 +121,20 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 			Ports:     []int{cfg.RestAPIPort, cfg.EtcdPeerPort},
 		}
 		goHelper(w.Run)
+		var others []string
+		for _, p := range cfg.Peers {
+			if p != cfg.AdvertiseIP.String() {
+				others = append(others, p)
+			}
+		}
+		fence := &failover.Fence{
+			Client: etcd, Scope: cfg.Scope, Self: cfg.Name, Peers: others, Log: log,
+			After:    time.Duration(cfg.LoopWait+cfg.RetryTimeout) * time.Second,
+			Interval: 500 * time.Millisecond,
+			Ports:    []int{cfg.RestAPIPort, cfg.EtcdPeerPort},
+			Stop:     runner.Fence, Start: runner.Unfence,
+		}
+		goHelper(fence.Run)
 	}
 	runner.Start(context.WithoutCancel(ctx))
 
@@ -252,7 +266,10 @@ func Verdict(synchronous bool, es embedetcd.Status, c spilo.ContainerStatus, p *
 	case es.Learner:
 		reasons = append(reasons, "etcd: member is still a learner")
 	}
-	if !c.Running {
+	switch {
+	case c.Fenced != "":
+		reasons = append(reasons, fmt.Sprintf("container %s fenced: %s", c.Name, c.Fenced))
+	case !c.Running:
 		reasons = append(reasons, fmt.Sprintf("container %s: %s", c.Name, c.State))
 	}
 	switch {

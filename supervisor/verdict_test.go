@@ -30,6 +30,7 @@ func TestVerdict(t *testing.T) {
 		{"no quorum", false, embedetcd.Status{}, running, leader, "etcd: no quorum"},
 		{"learner", false, embedetcd.Status{HasQuorum: true, Learner: true}, running, leader, "etcd: member is still a learner"},
 		{"container exited", false, etcdOK, spilo.ContainerStatus{Name: "spilo", State: "exited"}, leader, "container spilo: exited"},
+		{"fenced", false, embedetcd.Status{}, spilo.ContainerStatus{Name: "spilo", State: "fenced", Fenced: "primary cut off"}, &health.Patroni{}, "container spilo fenced: primary cut off"},
 		{"patroni down", false, etcdOK, running, &health.Patroni{}, "patroni: REST API not answering"},
 		{"postgres starting", false, etcdOK, running, &health.Patroni{Reachable: true, Role: "replica", State: "starting"}, "patroni: PostgreSQL is starting"},
 		{"uninitialized", false, etcdOK, running, &health.Patroni{Reachable: true, Role: "uninitialized", State: "running"}, "patroni: role uninitialized"},

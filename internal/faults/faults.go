@@ -209,8 +209,16 @@ func Run(ctx context.Context, c *testcluster.Cluster, f Fault, dsn, password, va
 	r.Acked = len(acks)
 	r.PauseMS = LongestGapAfter(acks, t0).Milliseconds()
 	r.Overlaps = probe.Overlaps()
-	if newLeader != nil {
-		lost, err := Missing(ctx, newLeader, trial, acks)
+	counter := newLeader
+	if counter == nil {
+		// Not whole (a replica cannot follow, say): the rows that count
+		// are still the ones the only primary has.
+		if st := c.Observe(ctx); len(st.Leaders) == 1 {
+			counter = st.Leaders[0]
+		}
+	}
+	if counter != nil {
+		lost, err := Missing(ctx, counter, trial, acks)
 		if err != nil && r.Error == "" {
 			r.Error = "count rows: " + err.Error()
 		}

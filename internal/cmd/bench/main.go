@@ -120,16 +120,19 @@ func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, i
 		}
 		c.Down(context.Background(), true)
 	}()
-	fmt.Fprintf(os.Stderr, "== %s: starting the cluster (%s)\n", v.Name, strings.Join(v.Env, " "))
-	if err := c.Up(ctx); err != nil {
-		return err
-	}
-	leader, err := c.WaitWhole(ctx, 4*time.Minute)
-	if err != nil {
-		return err
-	}
 	const password = "bench-pw"
-	if err := faults.Setup(ctx, leader, password); err != nil {
+	up := func() error {
+		fmt.Fprintf(os.Stderr, "== %s: starting the cluster (%s)\n", v.Name, strings.Join(v.Env, " "))
+		if err := c.Up(ctx); err != nil {
+			return err
+		}
+		leader, err := c.WaitWhole(ctx, 4*time.Minute)
+		if err != nil {
+			return err
+		}
+		return faults.Setup(ctx, leader, password)
+	}
+	if err := up(); err != nil {
 		return err
 	}
 	dsn := cli.DSN(strings.Split(c.Peers(), ","), 5432, "bench", "postgres", false)
@@ -146,6 +149,15 @@ func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, i
 			}
 			if keep && r.Error != "" {
 				return fmt.Errorf("%s %s #%d failed: %s", v.Name, f.Name, i, r.Error)
+			}
+			if r.Error != "" {
+				// A cluster the fault broke (see README: the Patroni 3.0.2
+				// split brain) would fail every later trial: start afresh.
+				fmt.Fprintf(os.Stderr, "== %s: the trial failed; recreating the cluster from nothing\n", v.Name)
+				c.Down(ctx, true)
+				if err := up(); err != nil {
+					return err
+				}
 			}
 		}
 	}
