@@ -32,6 +32,11 @@ const usage = `usage: nodeha <command> [flags]
 
 commands:
   run        run this host: etcd member, postgres.yml, Spilo container, health socket
+  join       run this host, joining the existing cluster of --peers (a learner, promoted when caught up)
+  leave      take this host out of the cluster (switchover first if primary); nothing is deleted
+  remove     remove a dead host's etcd and Patroni members: nodeha remove NAME [--force]
+  recover    after losing a majority: restart this host's etcd as a one-member cluster (nodeha stopped)
+  snapshot   write an etcd snapshot now (DATA_DIR/snapshots)
   status     show this host's health (--json for the full report; --wait[=5m]: until healthy)
   render     print the postgres.yml this host would run (--container: the container spec)
   dsn        print the libpq connection string for all hosts
@@ -39,6 +44,7 @@ commands:
   install    install the systemd unit and settings file, enable and start nodeha (--dry-run)
   uninstall  stop, disable and remove the unit and settings file; data stays
   cloud-init print #cloud-config user-data that makes a new VM a nodeha host
+  token      generate: print a new cluster token; show: print this host's (root only)
   version    print the version
 
 Every setting is a NODEHA_* environment variable and a flag; flags win.
@@ -61,7 +67,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	cmds := map[string]func([]string, io.Writer, io.Writer) error{
 		"run": cmdRun, "status": cmdStatus, "render": cmdRender, "dsn": cmdDSN, "version": cmdVersion, "switchover": cmdSwitchover,
-		"install": cmdInstall, "uninstall": cmdUninstall, "cloud-init": cmdCloudInit,
+		"install": cmdInstall, "uninstall": cmdUninstall, "cloud-init": cmdCloudInit, "token": cmdToken,
+		"join": cmdJoin, "leave": cmdLeave, "remove": cmdRemove, "recover": cmdRecover, "snapshot": cmdSnapshot,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -103,6 +110,12 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 // load reads settings and flags; validate runs Validate and marks its
 // problems as bad settings (exit 2).
 func load(fs *flag.FlagSet, args []string, validate bool) (*config.Config, error) {
+	return loadWith(fs, args, validate, false)
+}
+
+// loadWith is load; mayGenerate lets a one-host new cluster make up its
+// token (run, install).
+func loadWith(fs *flag.FlagSet, args []string, validate, mayGenerate bool) (*config.Config, error) {
 	cfg, err := config.Load(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -113,6 +126,7 @@ func load(fs *flag.FlagSet, args []string, validate bool) (*config.Config, error
 	if fs.NArg() > 0 {
 		return nil, &exitError{2, fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
+	cfg.MayGenerateToken = mayGenerate
 	if validate {
 		if err := cfg.Validate(); err != nil {
 			return nil, &exitError{2, err}
@@ -136,9 +150,17 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+func cmdJoin(args []string, stdout, stderr io.Writer) error {
+	return runDaemon("join", append([]string{"--join"}, args...), stderr)
+}
+
 func cmdRun(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("run", stderr)
-	cfg, err := load(fs, args, true)
+	return runDaemon("run", args, stderr)
+}
+
+func runDaemon(name string, args []string, stderr io.Writer) error {
+	fs := newFlags(name, stderr)
+	cfg, err := loadWith(fs, args, true, true)
 	if err != nil {
 		return err
 	}

@@ -36,12 +36,17 @@ func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 
 var cluster = []string{"--name=pg-node-1", "--advertise=10.0.0.1", "--peers=10.0.0.1,10.0.0.2,10.0.0.3"}
 
+const cliToken = "cli-tests-cluster-token-Zx81Qp0v"
+
+// setPasswords sets the token and three explicit passwords, and returns
+// the passwords.
 func setPasswords(t *testing.T) []string {
 	pw := map[string]string{
 		"NODEHA_SUPERUSER_PASSWORD":   "su-Kq7vTf9x",
 		"NODEHA_REPLICATION_PASSWORD": "repl-Wm3pLs2c",
 		"NODEHA_RESTAPI_PASSWORD":     "api-Rb6tJx1q",
 	}
+	t.Setenv("NODEHA_TOKEN", cliToken)
 	var out []string
 	for k, v := range pw {
 		t.Setenv(k, v)
@@ -70,26 +75,26 @@ func TestNoCommandAndUnknownCommand(t *testing.T) {
 	}
 }
 
-func TestRenderWithoutPasswords(t *testing.T) {
+func TestRenderWithoutToken(t *testing.T) {
 	clearEnv(t)
-	code, out, errOut := run(t, append([]string{"render"}, cluster...)...)
+	code, out, errOut := run(t, append([]string{"render", "--data-dir=" + t.TempDir()}, cluster...)...)
 	if code != 2 {
 		t.Errorf("exit %d, want 2 (bad settings)", code)
 	}
 	if out != "" {
-		t.Errorf("rendered despite missing passwords:\n%s", out)
+		t.Errorf("rendered without the cluster token (no CA, no passwords):\n%s", out)
 	}
 	lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
-	if len(lines) != 3 { // superuser, replication, REST API
-		t.Errorf("want one line per missing password, got:\n%s", errOut)
+	if len(lines) != 1 {
+		t.Errorf("want one line naming the token, got:\n%s", errOut)
 	}
 	for _, l := range lines {
 		if !strings.HasPrefix(l, "nodeha: NODEHA_") {
 			t.Errorf("line %q does not stand alone with a nodeha: prefix and the variable", l)
 		}
 	}
-	if !strings.Contains(errOut, "NODEHA_SUPERUSER_PASSWORD (--superuser-password)") {
-		t.Errorf("stderr does not name NODEHA_SUPERUSER_PASSWORD:\n%s", errOut)
+	if !strings.Contains(errOut, "NODEHA_TOKEN (--token)") {
+		t.Errorf("stderr does not name NODEHA_TOKEN:\n%s", errOut)
 	}
 }
 
@@ -108,6 +113,9 @@ func TestRenderPrintsPostgresYML(t *testing.T) {
 		if !strings.Contains(out, p) {
 			t.Errorf("postgres.yml lacks a password %s", p)
 		}
+	}
+	if strings.Contains(out, cliToken) {
+		t.Error("postgres.yml holds the cluster token; Patroni needs only the passwords")
 	}
 }
 
@@ -132,9 +140,9 @@ func TestRenderContainerHasNoSecret(t *testing.T) {
 	if spec.Name != "nodeha-spilo" || spec.Hash == "" || spec.Config.Image != config.DefaultImage || len(spec.Config.Env) == 0 {
 		t.Errorf("spec = %+v", spec)
 	}
-	for _, p := range pw {
+	for _, p := range append(pw, cliToken) {
 		if strings.Contains(out+errOut, p) {
-			t.Errorf("render --container printed the password %s", p)
+			t.Errorf("render --container printed the secret %s", p)
 		}
 	}
 }

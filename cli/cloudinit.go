@@ -14,6 +14,7 @@ import (
 	"github.com/nodeha/nodeha/cloudinit"
 	"github.com/nodeha/nodeha/config"
 	"github.com/nodeha/nodeha/systemd"
+	"github.com/nodeha/nodeha/trust"
 )
 
 const cloudInitUsage = `usage:
@@ -24,7 +25,9 @@ const cloudInitUsage = `usage:
       one file per host, DIR/NAME.user-data (mode 0600), for all hosts of a
       new cluster booted at once; host i advertises the i-th peer address
   BINARY is --binary-url URL --binary-sha256 HEX, or --embed-binary PATH.
-Passwords come from the NODEHA_*_PASSWORD variables (or their flags).
+The cluster token is NODEHA_TOKEN (--token); --all makes one when none is
+given and writes it to DIR/token. Passwords derive from the token unless the
+NODEHA_*_PASSWORD variables (or their flags) set them.
 
 `
 
@@ -36,8 +39,6 @@ func cmdCloudInit(args []string, stdout, stderr io.Writer) error {
 	}
 	all := fset.String("all", "", "write the user-data of every host of the cluster into this directory")
 	names := fset.String("names", "", "with --all: the hosts' member names, in the order of --peers (default pg1, pg2, ...)")
-	join := fset.String("join", "", "address of a member of an existing cluster to join (needs `nodeha join`, issue 3)")
-	fset.String("token", "", "join token (with --join; needs `nodeha join`, issue 3)")
 	binaryURL := fset.String("binary-url", "", "https URL the VM downloads the nodeha binary from")
 	binarySHA := fset.String("binary-sha256", "", "SHA-256 of the binary at --binary-url (hex), checked with sha256sum before it is installed")
 	embed := fset.String("embed-binary", "", "embed this nodeha binary in the user-data (gzip + base64: about half the binary's size, 13.5 MB today; more than most clouds accept, fine for a NoCloud seed)")
@@ -48,14 +49,8 @@ func cmdCloudInit(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *join != "" {
-		return &exitError{2, errors.New("--join: joining an existing cluster needs `nodeha join` and its token (issue 3), which nodeha does not have yet; generate user-data for a new cluster with --peers")}
-	}
 	given := map[string]bool{}
 	fset.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	if given["token"] {
-		return &exitError{2, errors.New("--token: only with --join, which needs `nodeha join` (issue 3)")}
-	}
 
 	base := cloudinit.Options{
 		EnvFile: *envFile, Binary: *binary, BinaryURL: *binaryURL, BinarySHA: *binarySHA,
@@ -103,6 +98,11 @@ func cmdCloudInit(args []string, stdout, stderr io.Writer) error {
 			return &exitError{2, fmt.Errorf("--names: %d names for %d peers: give one per address of --peers, in the same order", len(hostNames), len(cfg.Peers))}
 		}
 	}
+	generated := cfg.Token == ""
+	if generated {
+		// Every host of the new cluster gets the same one.
+		cfg.Token = trust.GenerateToken()
+	}
 	files := map[string][]byte{}
 	for i, peer := range cfg.Peers {
 		hc := *cfg
@@ -125,6 +125,13 @@ func cmdCloudInit(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "wrote %s (host %s, %s)\n", path, name, cfg.Peers[i])
 	}
+	if generated {
+		path := filepath.Join(*all, "token")
+		if err := writeFile(path, []byte(cfg.Token+"\n"), 0o600, 0o700); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s (the new cluster's token: keep it, hosts join with it)\n", path)
+	}
 	return nil
 }
 
@@ -142,9 +149,14 @@ func hostUserData(hc config.Config, o cloudinit.Options, advertise string) ([]by
 	if _, err := netip.ParseAddr(v.Advertise); err != nil && len(v.Peers) > 0 {
 		v.Advertise = v.Peers[0]
 	}
+	v.MayGenerateToken = true // a one-host new cluster makes its own, on the VM
+	if filepath.IsAbs(v.DataDir) {
+		v.DataDir = "/nonexistent/nodeha-cloud-init" // this machine's stored token is not the VM's
+	}
 	if err := v.Validate(); err != nil {
 		return nil, &exitError{2, err}
 	}
+	hc.Identity = v.Identity
 	hc.Peers = v.Peers // normalised
 	if hc.PatroniOverlay != "" {
 		b, err := os.ReadFile(hc.PatroniOverlay)

@@ -115,7 +115,7 @@ func cmdInstall(args []string, stdout, stderr io.Writer) error {
 	if err := loadEnvFile(flagArg(args, "env-file", systemd.DefaultEnvFile)); err != nil {
 		return err
 	}
-	cfg, err := load(fset, args, true)
+	cfg, err := loadWith(fset, args, true, true)
 	if err != nil {
 		return err
 	}

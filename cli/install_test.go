@@ -199,12 +199,19 @@ func TestCloudInit(t *testing.T) {
 		t.Errorf("b.user-data:\n%s", b)
 	}
 
+	// A host joining an existing cluster: its settings say so, with the token.
+	code, out, errOut = run(t, "cloud-init", "--name=pg4", "--advertise=10.0.0.4", "--peers=10.0.0.1,10.0.0.2", "--join", "--binary-url=https://x/y", sha)
+	if code != 0 || !strings.Contains(out, "NODEHA_JOIN=true\n") || !strings.Contains(out, "NODEHA_TOKEN="+cliToken+"\n") || !strings.Contains(out, "NODEHA_PEERS=10.0.0.1,10.0.0.2\n") {
+		t.Errorf("cloud-init --join: exit %d, stderr %s\n%s", code, errOut, out)
+	}
+
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--peers=10.0.0.1", "--binary-url=https://x/y", sha}, "nodeha: NODEHA_NAME (--name): is required"},
-		{append(cluster, "--join=10.0.0.9", "--token=K10x"), "nodeha: --join: joining an existing cluster needs `nodeha join`"},
+		{append(cluster, "--join", "--token=K10x", "--binary-url=https://x/y", sha), "nodeha: NODEHA_TOKEN (--token): not a valid token"},
+		{[]string{"--name=pg4", "--advertise=10.0.0.4", "--peers=10.0.0.1", "--join", "--token=", "--data-dir=" + dir, "--binary-url=https://x/y", sha}, "nodeha: NODEHA_TOKEN (--token): is required"},
 		{append(cluster, "--binary-url=https://x/y"), "nodeha: --binary-sha256: \"\" is not a SHA-256"},
 		{append(cluster, "--embed-binary=/nonexistent/nodeha"), "nodeha: --embed-binary: open /nonexistent/nodeha"},
 		{[]string{"--all=" + dir, "--peers=10.0.0.1,10.0.0.2", "--names=a", "--binary-url=https://x/y", sha}, "nodeha: --names: 1 names for 2 peers"},

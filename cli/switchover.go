@@ -22,7 +22,10 @@ func cmdSwitchover(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if cfg.RestAPIPassword == "" {
-		return &exitError{2, errors.New("NODEHA_RESTAPI_PASSWORD (--restapi-password): is required to ask Patroni for a switchover")}
+		// The cluster's own, derived from its token (this host's stored one).
+		if err := cfg.ResolveToken(); err != nil {
+			return &exitError{2, fmt.Errorf("%w\nNODEHA_RESTAPI_PASSWORD (--restapi-password): is required to ask Patroni for a switchover, or the token it derives from", err)}
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *wait)
 	defer cancel()

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/hashicorp/go-sockaddr/template"
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/nodeha/nodeha/trust"
 )
 
 // DefaultImage is the Spilo image the seed recipe runs.
@@ -35,11 +38,14 @@ type Config struct {
 	Scope     string   `envconfig:"NODEHA_SCOPE" flag:"scope" default:"postgres-patroni" desc:"Patroni scope (cluster name); the etcd keys live under /service/SCOPE"`
 	PGVersion string   `envconfig:"NODEHA_PG_VERSION" flag:"pg-version" default:"15" desc:"PostgreSQL major version the image runs for a new data directory (Spilo's PGVERSION)"`
 	Image     string   `envconfig:"NODEHA_IMAGE" flag:"image" default:"ghcr.io/zalando/spilo-15:3.0-p1" desc:"Spilo image to run"`
+	Token     string   `envconfig:"NODEHA_TOKEN" flag:"token" secret:"true" desc:"the cluster's join token (nodeha token generate; the same on every host): the cluster CA and the passwords derive from it; stored in DATA_DIR/token (0600) at first start; a one-host new cluster without one generates it"`
 
-	SuperuserPassword   string `envconfig:"NODEHA_SUPERUSER_PASSWORD" flag:"superuser-password" secret:"true" desc:"password of the PostgreSQL superuser postgres (required)"`
-	ReplicationPassword string `envconfig:"NODEHA_REPLICATION_PASSWORD" flag:"replication-password" secret:"true" desc:"password of the replication user replicator (required)"`
+	Join bool `envconfig:"NODEHA_JOIN" flag:"join" desc:"join the existing cluster of NODEHA_PEERS (they need not list this host) at first start, as an etcd learner promoted when caught up, instead of bootstrapping a new cluster; set by nodeha join; a host with etcd data restarts from it"`
+
+	SuperuserPassword   string `envconfig:"NODEHA_SUPERUSER_PASSWORD" flag:"superuser-password" secret:"true" desc:"password of the PostgreSQL superuser postgres (default: derived from the token)"`
+	ReplicationPassword string `envconfig:"NODEHA_REPLICATION_PASSWORD" flag:"replication-password" secret:"true" desc:"password of the replication user replicator (default: derived from the token)"`
 	RewindPassword      string `envconfig:"NODEHA_REWIND_PASSWORD" flag:"rewind-password" secret:"true" desc:"password of the rewind user; the seed's rewind user is the replication user replicator, so it defaults to and must equal the replication password"`
-	RestAPIPassword     string `envconfig:"NODEHA_RESTAPI_PASSWORD" flag:"restapi-password" secret:"true" desc:"password of the Patroni REST API user postgres (required)"`
+	RestAPIPassword     string `envconfig:"NODEHA_RESTAPI_PASSWORD" flag:"restapi-password" secret:"true" desc:"password of the Patroni REST API user postgres (default: derived from the token)"`
 
 	DataDir        string `envconfig:"NODEHA_DATA_DIR" flag:"data-dir" default:"/var/lib/nodeha" desc:"nodeha's state: etcd/ (the etcd member) and spilo/ (mounted on the container's /run, holds postgres.yml)"`
 	PostgresDir    string `envconfig:"NODEHA_POSTGRES_DIR" flag:"postgres-dir" default:"/var/lib/postgresql/data" desc:"host directory mounted on the container's /var/lib/postgresql/data (PGDATA is pgdata/ inside)"`
@@ -55,24 +61,39 @@ type Config struct {
 	PostgresUID   int           `envconfig:"NODEHA_POSTGRES_UID" flag:"postgres-uid" default:"101" desc:"uid of the postgres user inside the image; owns the host directories"`
 	PostgresGID   int           `envconfig:"NODEHA_POSTGRES_GID" flag:"postgres-gid" default:"103" desc:"gid of the postgres group inside the image"`
 
-	EtcdClientPort int           `envconfig:"NODEHA_ETCD_CLIENT_PORT" flag:"etcd-client-port" default:"2379" desc:"etcd client port (advertise address and 127.0.0.1)"`
-	EtcdPeerPort   int           `envconfig:"NODEHA_ETCD_PEER_PORT" flag:"etcd-peer-port" default:"2380" desc:"etcd peer port (advertise address)"`
-	EtcdHeartbeat  time.Duration `envconfig:"NODEHA_ETCD_HEARTBEAT" flag:"etcd-heartbeat" default:"200ms" desc:"etcd heartbeat interval"`
-	EtcdElection   time.Duration `envconfig:"NODEHA_ETCD_ELECTION_TIMEOUT" flag:"etcd-election-timeout" default:"2s" desc:"etcd election timeout"`
-	EtcdCompaction string        `envconfig:"NODEHA_ETCD_AUTO_COMPACTION" flag:"etcd-auto-compaction" default:"1h" desc:"etcd periodic auto-compaction retention"`
-	PostgresPort   int           `envconfig:"NODEHA_POSTGRES_PORT" flag:"postgres-port" default:"5432" desc:"PostgreSQL port"`
-	RestAPIPort    int           `envconfig:"NODEHA_RESTAPI_PORT" flag:"restapi-port" default:"8008" desc:"Patroni REST API port"`
-	TTL            int           `envconfig:"NODEHA_TTL" flag:"ttl" default:"20" desc:"Patroni leader lease in seconds (seed: 45); applied when the cluster is bootstrapped"`
-	LoopWait       int           `envconfig:"NODEHA_LOOP_WAIT" flag:"loop-wait" default:"1" desc:"Patroni loop period in seconds (seed: 15); applied when the cluster is bootstrapped"`
-	RetryTimeout   int           `envconfig:"NODEHA_RETRY_TIMEOUT" flag:"retry-timeout" default:"4" desc:"Patroni DCS and PostgreSQL retry timeout in seconds (seed: 15); applied when the cluster is bootstrapped"`
-	Synchronous    bool          `envconfig:"NODEHA_SYNCHRONOUS" flag:"synchronous" desc:"Patroni synchronous_mode: a commit is acknowledged only once a standby has it, and only such a standby is promoted (no acknowledged write lost); applied when the cluster is bootstrapped"`
-	FailoverAssist bool          `envconfig:"NODEHA_FAILOVER_ASSIST" flag:"failover-assist" default:"true" desc:"release the leader lock of a primary that is provably gone instead of waiting for its lease to expire (see README: Failover)"`
-	TestHooks      bool          `envconfig:"NODEHA_TEST_HOOKS" flag:"test-hooks" desc:"tests only: serve POST /debug/hang on the health socket, which hangs the reconcile loop (to prove the systemd watchdog)"`
-	LogLevel       string        `envconfig:"NODEHA_LOG_LEVEL" flag:"log-level" default:"info" desc:"debug, info, warn or error"`
+	EtcdClientPort       int           `envconfig:"NODEHA_ETCD_CLIENT_PORT" flag:"etcd-client-port" default:"2379" desc:"etcd client port (advertise address and 127.0.0.1)"`
+	EtcdPeerPort         int           `envconfig:"NODEHA_ETCD_PEER_PORT" flag:"etcd-peer-port" default:"2380" desc:"etcd peer port (advertise address)"`
+	EtcdHeartbeat        time.Duration `envconfig:"NODEHA_ETCD_HEARTBEAT" flag:"etcd-heartbeat" default:"200ms" desc:"etcd heartbeat interval"`
+	EtcdElection         time.Duration `envconfig:"NODEHA_ETCD_ELECTION_TIMEOUT" flag:"etcd-election-timeout" default:"2s" desc:"etcd election timeout"`
+	EtcdCompaction       string        `envconfig:"NODEHA_ETCD_AUTO_COMPACTION" flag:"etcd-auto-compaction" default:"1h" desc:"etcd periodic auto-compaction retention"`
+	EtcdSnapshotInterval time.Duration `envconfig:"NODEHA_ETCD_SNAPSHOT_INTERVAL" flag:"etcd-snapshot-interval" default:"6h" desc:"how often the etcd member writes a snapshot to DATA_DIR/snapshots (0 turns it off; nodeha snapshot takes one now)"`
+	EtcdSnapshotRetain   int           `envconfig:"NODEHA_ETCD_SNAPSHOT_RETAIN" flag:"etcd-snapshot-retain" default:"5" desc:"how many etcd snapshots to keep (the oldest go first)"`
+	PostgresPort         int           `envconfig:"NODEHA_POSTGRES_PORT" flag:"postgres-port" default:"5432" desc:"PostgreSQL port"`
+	RestAPIPort          int           `envconfig:"NODEHA_RESTAPI_PORT" flag:"restapi-port" default:"8008" desc:"Patroni REST API port"`
+	TTL                  int           `envconfig:"NODEHA_TTL" flag:"ttl" default:"20" desc:"Patroni leader lease in seconds (seed: 45); applied when the cluster is bootstrapped"`
+	LoopWait             int           `envconfig:"NODEHA_LOOP_WAIT" flag:"loop-wait" default:"1" desc:"Patroni loop period in seconds (seed: 15); applied when the cluster is bootstrapped"`
+	RetryTimeout         int           `envconfig:"NODEHA_RETRY_TIMEOUT" flag:"retry-timeout" default:"4" desc:"Patroni DCS and PostgreSQL retry timeout in seconds (seed: 15); applied when the cluster is bootstrapped"`
+	Synchronous          bool          `envconfig:"NODEHA_SYNCHRONOUS" flag:"synchronous" desc:"Patroni synchronous_mode: a commit is acknowledged only once a standby has it, and only such a standby is promoted (no acknowledged write lost); applied when the cluster is bootstrapped"`
+	FailoverAssist       bool          `envconfig:"NODEHA_FAILOVER_ASSIST" flag:"failover-assist" default:"true" desc:"release the leader lock of a primary that is provably gone instead of waiting for its lease to expire (see README: Failover)"`
+	TestHooks            bool          `envconfig:"NODEHA_TEST_HOOKS" flag:"test-hooks" desc:"tests only: serve POST /debug/hang on the health socket, which hangs the reconcile loop (to prove the systemd watchdog)"`
+	LogLevel             string        `envconfig:"NODEHA_LOG_LEVEL" flag:"log-level" default:"info" desc:"debug, info, warn or error"`
 
 	// AdvertiseIP is Advertise resolved; set by Validate.
 	AdvertiseIP netip.Addr `ignored:"true"`
+	// Identity is the cluster's, from Token; set by Validate.
+	Identity *trust.Identity `ignored:"true"`
+	// MayGenerateToken lets Validate make up a token for a one-host new
+	// cluster (nodeha run); TokenGenerated says it did. Validate writes
+	// nothing: the caller stores it.
+	MayGenerateToken bool `ignored:"true"`
+	TokenGenerated   bool `ignored:"true"`
 }
+
+// TokenFile is where a host keeps its cluster's token.
+func (c *Config) TokenFile() string { return filepath.Join(c.DataDir, "token") }
+
+// TLSFiles are this host's certificates and keys.
+func (c *Config) TLSFiles() trust.Files { return trust.FilesIn(filepath.Join(c.DataDir, "tls")) }
 
 // Load reads the environment, then parses args with flags for every setting
 // registered on fs; a flag given on the command line wins over the
@@ -178,15 +199,7 @@ func (c *Config) Validate() error {
 	if c.Image == "" {
 		add("IMAGE", "image", "is empty")
 	}
-	for _, s := range []struct{ v, env, fl string }{
-		{c.SuperuserPassword, "SUPERUSER_PASSWORD", "superuser-password"},
-		{c.ReplicationPassword, "REPLICATION_PASSWORD", "replication-password"},
-		{c.RestAPIPassword, "RESTAPI_PASSWORD", "restapi-password"},
-	} {
-		if s.v == "" {
-			add(s.env, s.fl, "is required")
-		}
-	}
+	errs = append(errs, c.resolveToken()...)
 
 	// The seed gives rewind and replication the same user (replicator):
 	// Patroni would set that role's password twice, and the second one wins.
@@ -222,7 +235,10 @@ func (c *Config) Validate() error {
 			}
 			seen[p] = true
 		}
-		if c.AdvertiseIP.IsValid() && !seen[c.AdvertiseIP.String()] {
+		// A host that joins is given some existing hosts; one with etcd
+		// data restarts from it, the list is then only where Patroni starts
+		// looking (a host that joined restarts with `nodeha run`).
+		if c.AdvertiseIP.IsValid() && !seen[c.AdvertiseIP.String()] && !c.Join && !hasEtcdData(c.EtcdDir()) {
 			add("PEERS", "peers", "does not contain this host's address %s (from NODEHA_ADVERTISE/--advertise)", c.AdvertiseIP)
 		}
 	}
@@ -294,6 +310,12 @@ func (c *Config) Validate() error {
 	if c.EtcdElection < 5*c.EtcdHeartbeat {
 		add("ETCD_ELECTION_TIMEOUT", "etcd-election-timeout", "%v must be at least 5 heartbeats (%v)", c.EtcdElection, 5*c.EtcdHeartbeat)
 	}
+	if c.EtcdSnapshotInterval < 0 || (c.EtcdSnapshotInterval > 0 && c.EtcdSnapshotInterval < time.Minute) {
+		add("ETCD_SNAPSHOT_INTERVAL", "etcd-snapshot-interval", "%v: want 0 (off) or at least 1m", c.EtcdSnapshotInterval)
+	}
+	if c.EtcdSnapshotRetain < 1 {
+		add("ETCD_SNAPSHOT_RETAIN", "etcd-snapshot-retain", "%d: keep at least 1", c.EtcdSnapshotRetain)
+	}
 	if _, err := time.ParseDuration(c.EtcdCompaction); err != nil {
 		add("ETCD_AUTO_COMPACTION", "etcd-auto-compaction", "%q is not a duration", c.EtcdCompaction)
 	}
@@ -354,9 +376,30 @@ func HostPort(host string, port int) string {
 // EtcdHosts is the etcd client endpoint of every peer, as Patroni's
 // etcd3.hosts wants them.
 func (c *Config) EtcdHosts() []string {
-	out := make([]string, len(c.Peers))
-	for i, p := range c.Peers {
-		out[i] = HostPort(p, c.EtcdClientPort)
+	var out []string
+	for _, p := range c.AllPeers() {
+		out = append(out, HostPort(p, c.EtcdClientPort))
+	}
+	return out
+}
+
+// AllPeers is Peers with this host's address added when it is missing (a
+// host that joins is given the existing hosts only).
+func (c *Config) AllPeers() []string {
+	self := c.AdvertiseIP.String()
+	if !c.AdvertiseIP.IsValid() || slices.Contains(c.Peers, self) {
+		return c.Peers
+	}
+	return append(append([]string(nil), c.Peers...), self)
+}
+
+// OtherPeers is Peers without this host.
+func (c *Config) OtherPeers() []string {
+	var out []string
+	for _, p := range c.Peers {
+		if p != c.AdvertiseIP.String() {
+			out = append(out, p)
+		}
 	}
 	return out
 }
@@ -365,3 +408,76 @@ func (c *Config) EtcdHosts() []string {
 // mounted on the Spilo container's /run.
 func (c *Config) EtcdDir() string  { return filepath.Join(c.DataDir, "etcd") }
 func (c *Config) SpiloDir() string { return filepath.Join(c.DataDir, "spilo") }
+
+// SnapshotDir is where etcd snapshots are kept.
+func (c *Config) SnapshotDir() string { return filepath.Join(c.DataDir, "snapshots") }
+
+// ResolveToken is the token part of Validate alone: for commands that need
+// the cluster's secrets but not the rest of the settings.
+func (c *Config) ResolveToken() error { return errors.Join(c.resolveToken()...) }
+
+// resolveToken finds the cluster token (the setting, else the one this
+// host stored), derives the identity and the passwords not set explicitly,
+// and checks that this host's stored identity is the token's cluster.
+func (c *Config) resolveToken() []error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, problem("TOKEN", "token", format, args...)) }
+	stored, err := trust.ReadToken(c.TokenFile())
+	switch {
+	case err == nil:
+	case errors.Is(err, os.ErrNotExist):
+		stored = ""
+	default:
+		add("cannot read the stored token: %v", err)
+	}
+	switch {
+	case c.Token == "" && stored != "":
+		c.Token = stored
+	case c.Token != "" && stored != "" && c.Token != stored:
+		add("differs from the token this host already belongs to (%s); a host changes clusters only with `nodeha join`", c.TokenFile())
+		return errs
+	case c.Token == "" && c.MayGenerateToken && !c.Join && len(c.Peers) == 1 && !hasEtcdData(c.EtcdDir()):
+		c.Token, c.TokenGenerated = trust.GenerateToken(), true
+	case c.Token == "":
+		add("is required: run `nodeha token generate` once and give every host the same token (a new one-host cluster makes its own)")
+		return errs
+	}
+	if err := trust.CheckToken(c.Token); err != nil {
+		add("%v", err)
+		return errs
+	}
+	id, err := trust.FromToken(c.Token)
+	if err != nil {
+		add("%v", err)
+		return errs
+	}
+	if err := id.CheckHost(c.TLSFiles()); err != nil {
+		add("%v", err)
+		return errs
+	}
+	c.Identity = id
+	for _, p := range []struct {
+		v       *string
+		purpose string
+	}{
+		{&c.SuperuserPassword, "superuser"},
+		{&c.ReplicationPassword, "replication"},
+		{&c.RestAPIPassword, "restapi"},
+	} {
+		if *p.v == "" {
+			*p.v = id.Password(p.purpose)
+		}
+	}
+	return errs
+}
+
+// DerivedPassword reports whether the password of purpose ("superuser",
+// "replication", "restapi") is the token's, not set explicitly.
+func (c *Config) DerivedPassword(purpose, value string) bool {
+	return c.Identity != nil && c.Identity.Password(purpose) == value
+}
+
+func hasEtcdData(dir string) bool {
+	ents, err := os.ReadDir(filepath.Join(dir, "member", "wal"))
+	return err == nil && len(ents) > 0
+}

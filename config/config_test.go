@@ -49,7 +49,10 @@ var validArgs = []string{
 	"--superuser-password=su-secret",
 	"--replication-password=repl-secret",
 	"--restapi-password=api-secret",
+	"--token=" + testToken,
 }
+
+const testToken = "a-token-chosen-by-the-operator-for-tests"
 
 func errLines(err error) []string {
 	if err == nil {
@@ -91,9 +94,7 @@ func TestValidateReportsEveryProblemAtOnce(t *testing.T) {
 	}
 	lines := errLines(err)
 	want := []struct{ prefix, part string }{
-		{"NODEHA_SUPERUSER_PASSWORD (--superuser-password): ", "required"},
-		{"NODEHA_REPLICATION_PASSWORD (--replication-password): ", "required"},
-		{"NODEHA_RESTAPI_PASSWORD (--restapi-password): ", "required"},
+		{"NODEHA_TOKEN (--token): ", "required"},
 		{"NODEHA_ADVERTISE (--advertise): ", "resolves to no address"},
 		{"NODEHA_ETCD_CLIENT_PORT (--etcd-client-port): ", "70000"},
 		{"NODEHA_DATA_DIR (--data-dir): ", `"var/lib/nodeha" must be an absolute path`},
@@ -304,8 +305,8 @@ func TestSettingsNameEveryVariableAndFlag(t *testing.T) {
 			}
 		}
 	}
-	if secrets != 4 {
-		t.Errorf("%d secret settings, want the four passwords", secrets)
+	if secrets != 5 {
+		t.Errorf("%d secret settings, want the token and the four passwords", secrets)
 	}
 }
 
@@ -341,8 +342,8 @@ func TestValidateJoinsErrors(t *testing.T) {
 	err := c.Validate()
 	// errors.Join keeps every problem reachable, not just a flattened string.
 	var joined interface{ Unwrap() []error }
-	if !errors.As(err, &joined) || len(joined.Unwrap()) != 4 {
-		t.Fatalf("Validate() = %v, want a joined error of the name and three passwords", err)
+	if !errors.As(err, &joined) || len(joined.Unwrap()) != 2 {
+		t.Fatalf("Validate() = %v, want a joined error of the name and the token", err)
 	}
 }
 
@@ -369,5 +370,100 @@ func TestRewindPasswordFollowsReplication(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "something-else") || strings.Contains(err.Error(), "repl-secret") {
 		t.Errorf("the error shows a password: %v", err)
+	}
+}
+
+func TestPasswordsDeriveFromTheTokenUnlessSet(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	three := []string{"--name=pg1", "--advertise=10.0.0.1", "--peers=10.0.0.1,10.0.0.2,10.0.0.3", "--data-dir=" + dir, "--token=" + testToken}
+	a, b := load(t, three...), load(t, append(three, "--superuser-password=mine-own")...)
+	if err := errors.Join(a.Validate(), b.Validate()); err != nil {
+		t.Fatal(err)
+	}
+	if a.SuperuserPassword == "" || a.ReplicationPassword == "" || a.RestAPIPassword == "" ||
+		a.SuperuserPassword == a.ReplicationPassword || a.RewindPassword != a.ReplicationPassword {
+		t.Fatalf("derived passwords: %q %q %q %q", a.SuperuserPassword, a.ReplicationPassword, a.RestAPIPassword, a.RewindPassword)
+	}
+	if b.SuperuserPassword != "mine-own" || b.ReplicationPassword != a.ReplicationPassword {
+		t.Errorf("an explicit password did not win, or changed the others")
+	}
+	if !a.DerivedPassword("superuser", a.SuperuserPassword) || b.DerivedPassword("superuser", b.SuperuserPassword) {
+		t.Error("DerivedPassword cannot tell a derived password from an explicit one")
+	}
+	for _, p := range []string{a.SuperuserPassword, a.ReplicationPassword, a.RestAPIPassword} {
+		if p == "<password>" || len(p) < 24 {
+			t.Errorf("derived password %q is weak or the seed's placeholder", p)
+		}
+	}
+}
+
+func TestTokenRules(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	base := []string{"--name=pg1", "--advertise=10.0.0.1", "--data-dir=" + dir}
+
+	// Several hosts: no token is an error; a one-host new cluster may make one.
+	c := load(t, append(base, "--peers=10.0.0.1,10.0.0.2")...)
+	c.MayGenerateToken = true
+	if err := c.Validate(); !hasLine(errLines(err), "NODEHA_TOKEN (--token): ", "required") {
+		t.Errorf("no token with two peers: %v", err)
+	}
+	c = load(t, append(base, "--peers=10.0.0.1")...)
+	if err := c.Validate(); !hasLine(errLines(err), "NODEHA_TOKEN (--token): ", "required") {
+		t.Errorf("no token, generation not allowed: %v", err)
+	}
+	c = load(t, append(base, "--peers=10.0.0.1")...)
+	c.MayGenerateToken = true
+	if err := c.Validate(); err != nil || !c.TokenGenerated || c.Token == "" {
+		t.Fatalf("one-host new cluster: %v, generated %v", err, c.TokenGenerated)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatal("Validate wrote the generated token")
+	}
+
+	// A bad token names the setting without showing the value.
+	c = load(t, append(base, "--peers=10.0.0.1", "--token=too-short")...)
+	err := c.Validate()
+	if !hasLine(errLines(err), "NODEHA_TOKEN (--token): ", "at least") || strings.Contains(err.Error(), "too-short") {
+		t.Errorf("short token: %v", err)
+	}
+
+	// The stored token is used when none is given, and another one is refused.
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c = load(t, append(base, "--peers=10.0.0.1,10.0.0.2")...)
+	if err := c.Validate(); err != nil || c.Token != testToken {
+		t.Errorf("stored token not used: %v", err)
+	}
+	c = load(t, append(base, "--peers=10.0.0.1,10.0.0.2", "--token=another-token-of-another-cluster")...)
+	if err := c.Validate(); !hasLine(errLines(err), "NODEHA_TOKEN (--token): ", "differs") {
+		t.Errorf("a token different from the stored one: %v", err)
+	}
+}
+
+// A host that joined has some other hosts as its peers; once it has etcd
+// data it restarts with plain `nodeha run` and the same list.
+func TestPeersWithoutThisHostAfterJoining(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	args := []string{"--name=pg4", "--advertise=10.0.0.4", "--peers=10.0.0.1,10.0.0.2", "--data-dir=" + dir, "--token=" + testToken}
+	if err := load(t, args...).Validate(); !hasLine(errLines(err), "NODEHA_PEERS (--peers): ", "does not contain") {
+		t.Fatalf("a new host without itself in the peers: %v", err)
+	}
+	if err := load(t, append(args, "--join")...).Validate(); err != nil {
+		t.Fatalf("joining: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "etcd", "member", "wal"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "etcd", "member", "wal", "0.wal"), []byte("x"), 0o600)
+	c := load(t, args...)
+	if err := c.Validate(); err != nil {
+		t.Fatalf("restart of a host that joined: %v", err)
+	}
+	if got := c.EtcdHosts(); len(got) != 3 || got[2] != "10.0.0.4:2379" {
+		t.Errorf("Patroni's etcd hosts %v, want the peers and this host", got)
 	}
 }

@@ -16,13 +16,17 @@ import (
 // bad setting at a time: each must give one error line naming the setting,
 // exit non-zero, and leave the disk as it was (an existing data directory
 // untouched, nothing created).
+const badInputToken = "bad-input-tests-cluster-token-0123"
+
 func TestBadInput(t *testing.T) {
 	cases := []struct {
 		name string
 		env  map[string]string
 		want string
 	}{
-		{"missing password", map[string]string{"NODEHA_SUPERUSER_PASSWORD": ""}, "NODEHA_SUPERUSER_PASSWORD (--superuser-password): is required"},
+		{"missing token", map[string]string{"NODEHA_TOKEN": "", "NODEHA_PEERS": "127.0.0.1,127.0.0.2"}, "NODEHA_TOKEN (--token): is required"},
+		{"token too short", map[string]string{"NODEHA_TOKEN": "short"}, "NODEHA_TOKEN (--token): not a valid token: 5 characters, want at least 24"},
+		{"token of another cluster", map[string]string{"NODEHA_TOKEN": "the-token-of-another-cluster-0123"}, "NODEHA_TOKEN (--token): differs from the token this host already belongs to"},
 		{"unreachable docker", map[string]string{"NODEHA_DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "NODEHA_DOCKER_HOST (--docker-host): cannot reach the Docker engine"},
 		{"template resolves to nothing", map[string]string{"NODEHA_ADVERTISE": `{{ GetAllInterfaces | include "name" "no-such-if0" | attr "address" }}`}, "resolves to no address"},
 		{"peers without this host", map[string]string{"NODEHA_PEERS": "127.0.0.2,127.0.0.3"}, "NODEHA_PEERS (--peers): does not contain this host's address 127.0.0.1"},
@@ -40,11 +44,21 @@ func TestBadInput(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(pgdata, "PG_VERSION"), []byte("15\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
+			// This host already belongs to a cluster: its token is stored
+			// (a host that never ran has none, and needs one given).
+			if tc.name != "missing token" && tc.name != "token too short" {
+				if err := os.MkdirAll(filepath.Join(dir, "nodeha"), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, "nodeha", "token"), []byte(badInputToken+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
 			before := tree(t, dir)
 
 			env := map[string]string{
 				"NODEHA_NAME": "bad1", "NODEHA_PEERS": "127.0.0.1", "NODEHA_ADVERTISE": "127.0.0.1",
-				"NODEHA_SUPERUSER_PASSWORD": "s", "NODEHA_REPLICATION_PASSWORD": "r", "NODEHA_RESTAPI_PASSWORD": "a",
+				"NODEHA_TOKEN":          badInputToken,
 				"NODEHA_IMAGE":          spiloImage,
 				"NODEHA_DATA_DIR":       filepath.Join(dir, "nodeha"),
 				"NODEHA_POSTGRES_DIR":   filepath.Join(dir, "postgresql"),

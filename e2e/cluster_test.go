@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/nodeha/nodeha/health"
 	"github.com/nodeha/nodeha/internal/faults"
 	"github.com/nodeha/nodeha/internal/testcluster"
+	"github.com/nodeha/nodeha/trust"
 )
 
 const appPassword = "e2e-app-pw"
@@ -74,6 +76,58 @@ func TestCluster(t *testing.T) {
 				if got, err := h.Psql(ctx, "show "+k); err != nil || got != v {
 					t.Errorf("%s: show %s = %q (%v), want %q", h.Name, k, got, err, v)
 				}
+			}
+		}
+	})
+
+	// The cluster trusts only its own hosts: every etcd port refuses a
+	// client without a certificate of the cluster's CA, from another
+	// container on the network; with one it answers (the control).
+	t.Run("EtcdAdmitsOnlyClusterCertificates", func(t *testing.T) {
+		for _, h := range c.Hosts {
+			if got, err := h.Psql(ctx, "select 1"); err != nil || got != "1" {
+				t.Fatalf("%s: %q %v", h.Name, got, err)
+			}
+			// Patroni itself runs with TLS: its file says so, and it formed
+			// the cluster through that etcd.
+			file, err := testcluster.Docker(ctx, "exec", h.Spilo, "cat", "/run/postgres.yml")
+			if err != nil || !strings.Contains(file, "protocol: https") || !strings.Contains(file, "cert: /run/etcd-tls/client.crt") {
+				t.Errorf("%s: Patroni's postgres.yml does not use etcd over TLS (%v)", h.Name, err)
+			}
+			if strings.Contains(file, c.Token) || strings.Contains(file, "<password>") {
+				t.Errorf("%s: postgres.yml holds the token or a placeholder password", h.Name)
+			}
+		}
+		other := trust.FilesIn(filepath.Join(t.TempDir(), "other"))
+		id, err := trust.FromToken(trust.GenerateToken())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := id.EnsureHost(other, "intruder", []netip.Addr{netip.MustParseAddr("127.0.0.1")}); err != nil {
+			t.Fatal(err)
+		}
+		h := c.Hosts[1]
+		tls := filepath.Join(h.Dir, "nodeha", "tls")
+		out, err := testcluster.Docker(ctx, "run", "--rm", "--network", c.Network(),
+			"-v", tls+":/own:ro", "-v", other.Dir+":/other:ro", spiloImage,
+			"python3", "-c", etcdProbe, h.IP)
+		t.Logf("etcd probes of %s from another container:\n%s", h.IP, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{
+			"client-port plain-http":             "refused",
+			"client-port tls-no-cert":            "refused",
+			"client-port tls-other-cluster-cert": "refused",
+			"client-port tls-cluster-cert":       "answered",
+			"peer-port plain-http":               "refused",
+			"peer-port tls-no-cert":              "refused",
+			"peer-port tls-other-cluster-cert":   "refused",
+			"peer-port tls-cluster-cert":         "answered",
+		}
+		for k, v := range want {
+			if !strings.Contains(out, k+": "+v) {
+				t.Errorf("%s: want %s", k, v)
 			}
 		}
 	})
@@ -402,3 +456,32 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// etcdProbe asks an etcd member's client and peer ports for /version as a
+// stranger would: plain HTTP, TLS with no certificate, TLS with another
+// cluster's certificate, and (the control) with this cluster's. As root
+// in the test image; /own and /other hold the two clusters' files.
+const etcdProbe = `
+import http.client, ssl, sys
+ip = sys.argv[1]
+def probe(port, mode):
+    try:
+        if mode == "plain-http":
+            conn = http.client.HTTPConnection(ip, port, timeout=5)
+        else:
+            ctx = ssl.create_default_context(cafile="/own/ca.crt")
+            ctx.check_hostname = False
+            if mode == "tls-cluster-cert":
+                ctx.load_cert_chain("/own/patroni.crt", "/own/patroni.key")
+            if mode == "tls-other-cluster-cert":
+                ctx.load_cert_chain("/other/patroni.crt", "/other/patroni.key")
+            conn = http.client.HTTPSConnection(ip, port, timeout=5, context=ctx)
+        conn.request("GET", "/version")
+        body = conn.getresponse().read().decode(errors="replace")
+        return "answered" if "etcdserver" in body else "refused (%s)" % body.strip()[:60]
+    except Exception as e:
+        return "refused (%s)" % type(e).__name__
+for name, port in (("client-port", 2379), ("peer-port", 2380)):
+    for mode in ("plain-http", "tls-no-cert", "tls-other-cluster-cert", "tls-cluster-cert"):
+        print("%s %s: %s" % (name, mode, probe(port, mode)))
+`

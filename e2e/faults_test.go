@@ -34,6 +34,8 @@ func TestFaults(t *testing.T) {
 		if t.Failed() {
 			for _, h := range c.Hosts {
 				t.Logf("=== nodeha log of %s ===\n%s", h.Name, tail(h.Logs(ctx), 40))
+				out, _ := testcluster.Docker(ctx, "logs", "--tail", "40", h.Spilo)
+				t.Logf("=== spilo log of %s ===\n%s", h.Name, out)
 			}
 		}
 		c.Down(ctx, false)

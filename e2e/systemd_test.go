@@ -27,7 +27,7 @@ func TestGeneratedFilesPassCheckers(t *testing.T) {
 	gen := func(name string, args ...string) {
 		t.Helper()
 		out, err := runBin(ctx, []string{"NODEHA_SUPERUSER_PASSWORD=su pw$x'y", "NODEHA_REPLICATION_PASSWORD=r\"e`p\\l",
-			"NODEHA_RESTAPI_PASSWORD=api"}, args...)
+			"NODEHA_RESTAPI_PASSWORD=api", "NODEHA_TOKEN=checkers-cluster-token-0123456789"}, args...)
 		if err != nil {
 			t.Fatalf("nodeha %v: %v", args, err)
 		}
@@ -37,6 +37,8 @@ func TestGeneratedFilesPassCheckers(t *testing.T) {
 	}
 	gen("url.user-data", "cloud-init", "--name=pg1", "--peers=10.0.0.1,10.0.0.2,10.0.0.3",
 		"--patroni-overlay="+overlayYML, "--binary-url=https://example.com/nodeha", "--binary-sha256="+strings.Repeat("ab", 32))
+	gen("join.user-data", "cloud-init", "--name=pg4", "--peers=10.0.0.1,10.0.0.2", "--join",
+		"--binary-url=https://example.com/nodeha", "--binary-sha256="+strings.Repeat("ab", 32))
 	gen("embedded.user-data", "cloud-init", "--name=pg1", "--peers=10.0.0.1", "--advertise=10.0.0.1",
 		"--embed-binary="+filepath.Join(repoRoot, "testimage", "launch.sh"))
 
@@ -74,8 +76,8 @@ exit $rc`
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(out, "Valid cloud-config"); n != 4 {
-		t.Errorf("%d user-data files valid, want 4", n)
+	if n := strings.Count(out, "Valid cloud-config"); n != 5 {
+		t.Errorf("%d user-data files valid, want 5 (two golden, three generated)", n)
 	}
 }
 

@@ -20,12 +20,14 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 
 	"github.com/nodeha/nodeha/config"
+	"github.com/nodeha/nodeha/trust"
 )
 
 // Config is what the member needs.
@@ -42,6 +44,16 @@ type Config struct {
 	Heartbeat  time.Duration
 	Election   time.Duration
 	Compaction string
+	// TLS is the member's certificates: peer and client traffic are mutual
+	// TLS with the cluster CA, and no client port answers without a client
+	// certificate of that CA. Nil serves plain HTTP (unit tests only).
+	TLS *trust.Files
+	// InitialCluster, when set, is an existing cluster this member joins
+	// (from Join); otherwise the member bootstraps a new cluster of Peers.
+	InitialCluster string
+	// ForceNewCluster restarts the member from its data as a one-member
+	// cluster (nodeha recover, after a quorum loss).
+	ForceNewCluster bool
 }
 
 // ConfigFrom derives the member's config from nodeha's settings.
@@ -57,7 +69,18 @@ func ConfigFrom(c *config.Config) Config {
 		Heartbeat:  c.EtcdHeartbeat,
 		Election:   c.EtcdElection,
 		Compaction: c.EtcdCompaction,
+		TLS:        ptr(c.TLSFiles()),
 	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Scheme is the URL scheme of the member's client and peer URLs.
+func (c Config) Scheme() string {
+	if c.TLS == nil {
+		return "http"
+	}
+	return "https"
 }
 
 // Member is a running embedded etcd member.
@@ -85,21 +108,34 @@ func Start(c Config, log *slog.Logger) (*Member, error) {
 	ec := embed.NewConfig()
 	ec.Name = c.Name
 	ec.Dir = c.Dir
-	peer := mustURL("http", c.Advertise, c.PeerPort)
+	scheme := c.Scheme()
+	peer := mustURL(scheme, c.Advertise, c.PeerPort)
 	ec.ListenPeerUrls = []url.URL{peer}
 	ec.AdvertisePeerUrls = []url.URL{peer}
 	// The HTTP/JSON gateway that Patroni's etcd3 backend talks to stays on
 	// the client URLs (never set ListenClientHttpUrls).
-	ec.ListenClientUrls = []url.URL{mustURL("http", c.Advertise, c.ClientPort), mustURL("http", "127.0.0.1", c.ClientPort)}
-	ec.AdvertiseClientUrls = []url.URL{mustURL("http", c.Advertise, c.ClientPort)}
+	ec.ListenClientUrls = []url.URL{mustURL(scheme, c.Advertise, c.ClientPort), mustURL(scheme, "127.0.0.1", c.ClientPort)}
+	ec.AdvertiseClientUrls = []url.URL{mustURL(scheme, c.Advertise, c.ClientPort)}
+	if f := c.TLS; f != nil {
+		// Loopback too: any local user could otherwise rewrite Patroni's
+		// dynamic configuration (archive_command) and run commands as
+		// postgres on every host.
+		ec.ClientTLSInfo = transport.TLSInfo{CertFile: f.Cert, KeyFile: f.Key, TrustedCAFile: f.CA, ClientCertAuth: true}
+		ec.PeerTLSInfo = transport.TLSInfo{CertFile: f.Cert, KeyFile: f.Key, TrustedCAFile: f.CA, ClientCertAuth: true}
+	}
 	var ic []string
 	for _, p := range c.Peers {
-		u := mustURL("http", p, c.PeerPort)
+		u := mustURL(scheme, p, c.PeerPort)
 		ic = append(ic, p+"="+u.String())
 	}
 	ec.InitialCluster = strings.Join(ic, ",")
 	ec.InitialClusterToken = c.Token
 	ec.ClusterState = embed.ClusterStateFlagNew
+	if c.InitialCluster != "" {
+		ec.InitialCluster = c.InitialCluster
+		ec.ClusterState = embed.ClusterStateFlagExisting
+	}
+	ec.ForceNewCluster = c.ForceNewCluster
 	ec.TickMs = uint(c.Heartbeat / time.Millisecond)
 	ec.ElectionMs = uint(c.Election / time.Millisecond)
 	// Nothing else compacts this etcd: without it the database grows to its
@@ -119,9 +155,12 @@ func Start(c Config, log *slog.Logger) (*Member, error) {
 		return nil, fmt.Errorf("embedetcd: start member %s: %w", c.Name, err)
 	}
 	m.etcd = e
-	if m.Restarted {
+	switch {
+	case m.Restarted:
 		log.Info("etcd member restarting from its data dir", "dir", c.Dir, "name", c.Name)
-	} else {
+	case c.InitialCluster != "":
+		log.Info("etcd member joining an existing cluster", "initial_cluster", ec.InitialCluster)
+	default:
 		log.Info("etcd member bootstrapping a new cluster", "initial_cluster", ec.InitialCluster)
 	}
 	return m, nil
@@ -140,6 +179,27 @@ func (m *Member) Err() <-chan error { return m.etcd.Err() }
 // Close stops the member. Safe to call twice.
 func (m *Member) Close() {
 	m.closeOnce.Do(func() { m.etcd.Close() })
+}
+
+// ID is the member's etcd ID.
+func (m *Member) ID() uint64 { return uint64(m.etcd.Server.MemberID()) }
+
+// OtherAddresses are the hosts of every other member's peer URLs, as this
+// member last knew them (it answers without a quorum).
+func (m *Member) OtherAddresses() []string {
+	s := m.etcd.Server
+	var out []string
+	for _, mem := range s.Cluster().Members() {
+		if mem.ID == s.MemberID() {
+			continue
+		}
+		for _, p := range mem.PeerURLs {
+			if u, err := url.Parse(p); err == nil {
+				out = append(out, u.Hostname())
+			}
+		}
+	}
+	return out
 }
 
 // Status is the member's view of itself and the cluster.

@@ -192,6 +192,7 @@ func TestConfigFrom(t *testing.T) {
 		"--advertise=10.0.0.2", "--peers=10.0.0.1,10.0.0.2,10.0.0.3", "--scope=orders",
 		"--data-dir=/srv/nodeha", "--etcd-client-port=2479", "--etcd-peer-port=2480",
 		"--superuser-password=x", "--replication-password=y", "--restapi-password=z", "--name=pg2",
+		"--token=embedetcd-tests-cluster-token-0123",
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -37,7 +37,8 @@ import (
 // LeaderKey is Patroni's leader lock for scope (etcd3, namespace /service).
 func LeaderKey(scope string) string { return "/service/" + scope + "/leader" }
 
-func memberKey(scope, name string) string { return "/service/" + scope + "/members/" + name }
+// MemberKey is Patroni's key of member name.
+func MemberKey(scope, name string) string { return "/service/" + scope + "/members/" + name }
 
 // ReleaseOwnLock deletes scope's leader lock if it names member. Call it
 // only when no Patroni of member can be running (its container is dead).
@@ -109,7 +110,7 @@ func (w *Watcher) check(ctx context.Context) {
 	w.mu.Unlock()
 	probe := w.Answers
 	if probe == nil {
-		probe = w.answers
+		probe = w.Reachable
 	}
 	if !known || probe(ctx, host) {
 		w.mu.Lock()
@@ -137,7 +138,7 @@ func (w *Watcher) check(ctx context.Context) {
 func (w *Watcher) memberHost(ctx context.Context, name string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	resp, err := w.Client.Get(ctx, memberKey(w.Scope, name), clientv3.WithSerializable())
+	resp, err := w.Client.Get(ctx, MemberKey(w.Scope, name), clientv3.WithSerializable())
 	if err != nil || len(resp.Kvs) == 0 {
 		return "", fmt.Errorf("failover: member %s: not found", name)
 	}
@@ -157,7 +158,8 @@ func (w *Watcher) memberHost(ctx context.Context, name string) (string, error) {
 // answers reports whether host's kernel answers TCP on any port: an
 // accepted or refused connection both prove the host is up (even with its
 // processes stuck or dead), so only a dead or cut-off host fails this.
-func (w *Watcher) answers(ctx context.Context, host string) bool {
+// Reachable reports whether host answers on any of w.Ports at the TCP level.
+func (w *Watcher) Reachable(ctx context.Context, host string) bool {
 	ok := make(chan bool, len(w.Ports))
 	for _, p := range w.Ports {
 		go func() {

@@ -23,7 +23,7 @@ import (
 // no stale view and follows the new leader (pg_rewind).
 //
 // The host is cut off when its etcd member has no quorum and no other host
-// answers at the TCP level (see Watcher.answers). Both must hold: an etcd
+// answers at the TCP level (see Watcher.Reachable). Both must hold: an etcd
 // outage with the hosts reachable is what Patroni's failsafe_mode keeps the
 // primary running through, and nodeha leaves that alone. Fencing after
 // After (loop_wait + retry_timeout) costs no availability: by then Patroni
@@ -32,8 +32,8 @@ import (
 type Fence struct {
 	Client *clientv3.Client
 	Scope  string
-	Self   string   // this host's member name
-	Peers  []string // the other hosts' addresses
+	Self   string          // this host's member name
+	Peers  func() []string // the other hosts' addresses, now
 	After  time.Duration
 	// Interval between checks.
 	Interval time.Duration
@@ -130,9 +130,9 @@ func (f *Fence) anyPeerAnswers(ctx context.Context) bool {
 	probe := f.Answers
 	if probe == nil {
 		w := &Watcher{Ports: f.Ports}
-		probe = w.answers
+		probe = w.Reachable
 	}
-	for _, p := range f.Peers {
+	for _, p := range f.Peers() {
 		if probe(ctx, p) {
 			return true
 		}

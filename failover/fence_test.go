@@ -20,7 +20,7 @@ func TestFenceStopsACutOffPrimaryAndStartsItWhenTheMajorityIsBack(t *testing.T) 
 	var stopped, started int
 	var reason string
 	f := &failover.Fence{
-		Client: cli, Scope: "s", Self: "pg1", Peers: []string{"10.0.0.2", "10.0.0.3"},
+		Client: cli, Scope: "s", Self: "pg1", Peers: func() []string { return []string{"10.0.0.2", "10.0.0.3"} },
 		After: 5 * time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Stop:    func(r string) { stopped++; reason = r },
 		Start:   func() { started++ },
@@ -73,7 +73,7 @@ func TestFenceLeavesAReplicaAlone(t *testing.T) {
 	patroniLock(t, cli, "s", "pg2", "127.0.0.9")
 	stopped := 0
 	f := &failover.Fence{
-		Client: cli, Scope: "s", Self: "pg1", Peers: []string{"10.0.0.2"},
+		Client: cli, Scope: "s", Self: "pg1", Peers: func() []string { return []string{"10.0.0.2"} },
 		After: time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Stop: func(string) { stopped++ }, Start: func() {},
 		Quorum:  func(context.Context) bool { return false },

@@ -75,11 +75,38 @@ func CheckFree(path string) error {
 	return nil
 }
 
+// Actions are the operations the socket offers besides the report; a nil
+// one is not served.
+type Actions struct {
+	// Hang is POST /debug/hang (a test hook).
+	Hang func()
+	// Leave is POST /leave: this host leaves the cluster.
+	Leave func(ctx context.Context) (string, error)
+	// Remove is POST /remove?name=NAME[&force=true]: remove a dead host.
+	Remove func(ctx context.Context, name string, force bool) (string, error)
+	// Snapshot is POST /snapshot: an etcd snapshot now.
+	Snapshot func(ctx context.Context) (string, error)
+}
+
+// Result is the body of every action's answer.
+type Result struct {
+	Message string `json:"message,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+func serveAction(w http.ResponseWriter, msg string, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	res := Result{Message: msg}
+	if err != nil {
+		res.Error = err.Error()
+		w.WriteHeader(http.StatusConflict)
+	}
+	json.NewEncoder(w).Encode(res)
+}
+
 // Listen creates the socket (replacing a stale one), mode 0660, and
-// serves report on it.
-//
-// hang, when not nil, is served as POST /debug/hang (a test hook).
-func Listen(path string, report func(context.Context) Report, hang func()) (*Server, error) {
+// serves report and the actions on it.
+func Listen(path string, report func(context.Context) Report, act Actions) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("health: %w", err)
 	}
@@ -106,10 +133,28 @@ func Listen(path string, report func(context.Context) Report, hang func()) (*Ser
 		enc.SetIndent("", "  ")
 		enc.Encode(rep)
 	})
-	if hang != nil {
+	if act.Hang != nil {
 		mux.HandleFunc("POST /debug/hang", func(w http.ResponseWriter, r *http.Request) {
-			hang()
+			act.Hang()
 			w.WriteHeader(http.StatusNoContent)
+		})
+	}
+	if act.Leave != nil {
+		mux.HandleFunc("POST /leave", func(w http.ResponseWriter, r *http.Request) {
+			msg, err := act.Leave(r.Context())
+			serveAction(w, msg, err)
+		})
+	}
+	if act.Remove != nil {
+		mux.HandleFunc("POST /remove", func(w http.ResponseWriter, r *http.Request) {
+			msg, err := act.Remove(r.Context(), r.URL.Query().Get("name"), r.URL.Query().Get("force") == "true")
+			serveAction(w, msg, err)
+		})
+	}
+	if act.Snapshot != nil {
+		mux.HandleFunc("POST /snapshot", func(w http.ResponseWriter, r *http.Request) {
+			msg, err := act.Snapshot(r.Context())
+			serveAction(w, msg, err)
 		})
 	}
 	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln, path: path, errc: make(chan error, 1)}
@@ -131,6 +176,32 @@ func (s *Server) Close() error {
 	err := s.srv.Shutdown(ctx)
 	os.Remove(s.path)
 	return err
+}
+
+// Do asks the daemon behind socket for an action (path, e.g. "/leave") and
+// returns its message, or its refusal as the error.
+func Do(ctx context.Context, socket, path string) (string, error) {
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://nodeha"+path, nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("cannot reach nodeha at %s (NODEHA_SOCKET/--socket): %w", socket, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	var res Result
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &res); err != nil {
+		return "", fmt.Errorf("nodeha %s: %d %s", path, resp.StatusCode, b)
+	}
+	if res.Error != "" {
+		return res.Message, errors.New(res.Error)
+	}
+	return res.Message, nil
 }
 
 // Get asks the daemon behind socket for its report. The report is returned

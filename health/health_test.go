@@ -18,7 +18,7 @@ import (
 
 func listen(t *testing.T, path string, report func(context.Context) health.Report) *health.Server {
 	t.Helper()
-	s, err := health.Listen(path, report, nil)
+	s, err := health.Listen(path, report, health.Actions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestListenRefusesLiveSocket(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nodeha.sock")
 	listen(t, path, fixed(healthyReport()))
 
-	if s, err := health.Listen(path, fixed(health.Report{}), nil); err == nil {
+	if s, err := health.Listen(path, fixed(health.Report{}), health.Actions{}); err == nil {
 		s.Close()
 		t.Fatal("a second Listen on a live socket succeeded")
 	} else if !strings.Contains(err.Error(), "in use") {
@@ -171,7 +171,7 @@ func TestListenRefusesRegularFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte("precious"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := health.Listen(path, fixed(healthyReport()), nil)
+	s, err := health.Listen(path, fixed(healthyReport()), health.Actions{})
 	if err == nil {
 		s.Close()
 		t.Fatal("Listen replaced a regular file")
@@ -186,7 +186,7 @@ func TestListenRefusesRegularFile(t *testing.T) {
 
 func TestCloseRemovesSocket(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nodeha.sock")
-	s, err := health.Listen(path, fixed(healthyReport()), nil)
+	s, err := health.Listen(path, fixed(healthyReport()), health.Actions{})
 	if err != nil {
 		t.Fatal(err)
 	}

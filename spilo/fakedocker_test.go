@@ -296,3 +296,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// backdate makes the running container look started ago.
+func (f *fakeDocker) backdate(name string, ago time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.containers[name].state.StartedAt = time.Now().Add(-ago).Format(time.RFC3339Nano)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -103,16 +104,54 @@ func PrepareHost(cfg *config.Config, file []byte) error {
 			}
 		}
 	}
+	if cfg.Identity != nil {
+		if err := writeTLS(cfg); err != nil {
+			return err
+		}
+	}
 	return WriteConfig(cfg.SpiloDir(), file, uid, gid)
+}
+
+// writeTLS makes the host's TLS files (kept across restarts) and copies
+// Patroni's into SpiloDir/etcd-tls, readable only by the container's
+// postgres user.
+func writeTLS(cfg *config.Config) error {
+	f := cfg.TLSFiles()
+	ips := []netip.Addr{cfg.AdvertiseIP, netip.MustParseAddr("127.0.0.1")}
+	if err := cfg.Identity.EnsureHost(f, cfg.AdvertiseIP.String(), ips); err != nil {
+		return err
+	}
+	dir := filepath.Join(cfg.SpiloDir(), tlsDirName)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("spilo: create %s: %w", dir, err)
+	}
+	if err := os.Lchown(dir, cfg.PostgresUID, cfg.PostgresGID); err != nil {
+		return fmt.Errorf("spilo: chown %s: %w", dir, err)
+	}
+	for src, name := range map[string]string{f.CA: "ca.crt", f.PatroniCrt: "client.crt", f.PatroniKey: "client.key"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return fmt.Errorf("spilo: %w", err)
+		}
+		if err := writeFile(dir, name, b, cfg.PostgresUID, cfg.PostgresGID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WriteConfig replaces dir/postgres.yml atomically.
 func WriteConfig(dir string, file []byte, uid, gid int) error {
-	dst := filepath.Join(dir, ConfigFile)
+	return writeFile(dir, ConfigFile, file, uid, gid)
+}
+
+// writeFile replaces dir/name atomically, mode 0600, owned by uid:gid.
+func writeFile(dir, name string, file []byte, uid, gid int) error {
+	dst := filepath.Join(dir, name)
 	if old, err := os.ReadFile(dst); err == nil && string(old) == string(file) {
 		return errors.Join(os.Chmod(dst, 0o600), os.Lchown(dst, uid, gid))
 	}
-	tmp, err := os.CreateTemp(dir, ".postgres.yml.*")
+	tmp, err := os.CreateTemp(dir, "."+name+".*")
 	if err != nil {
 		return fmt.Errorf("spilo: write %s: %w", dst, err)
 	}

@@ -37,6 +37,9 @@ func clearEnv(t *testing.T) {
 
 // testConfig is a validated configuration of the first of three hosts;
 // args override it.
+// testToken is a cluster token chosen by the operator.
+const testToken = "spilo-tests-cluster-token-0123456789"
+
 func testConfig(t *testing.T, args ...string) *config.Config {
 	t.Helper()
 	clearEnv(t)
@@ -56,6 +59,7 @@ func loadConfig(t *testing.T, args ...string) *config.Config {
 		"--superuser-password=" + superuserPassword,
 		"--replication-password=" + replicationPassword,
 		"--restapi-password=" + restAPIPassword,
+		"--token=" + testToken,
 	}
 	c, err := config.Load(fs, append(base, args...))
 	if err != nil {

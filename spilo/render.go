@@ -19,6 +19,10 @@ const (
 	ContainerPostgresDir = "/var/lib/postgresql/data"
 	ContainerLogDir      = "/var/log/postgresql"
 	ConfigFile           = "postgres.yml"
+	// ContainerTLSDir holds Patroni's etcd client certificate, key and the
+	// cluster CA (host: SpiloDir/etcd-tls).
+	ContainerTLSDir = ContainerRunDir + "/" + tlsDirName
+	tlsDirName      = "etcd-tls"
 )
 
 // Render returns this host's postgres.yml: the seed configuration with its
@@ -72,7 +76,16 @@ func renderMap(cfg *config.Config) (map[string]any, error) {
 	for _, h := range cfg.EtcdHosts() {
 		hosts = append(hosts, h)
 	}
-	path(doc, "etcd3")["hosts"] = hosts
+	etcd3 := path(doc, "etcd3")
+	etcd3["hosts"] = hosts
+	if cfg.Identity != nil {
+		// Mutual TLS with the cluster CA: etcd answers no client without a
+		// certificate (see PrepareHost for the files).
+		etcd3["protocol"] = "https"
+		etcd3["cacert"] = ContainerTLSDir + "/ca.crt"
+		etcd3["cert"] = ContainerTLSDir + "/client.crt"
+		etcd3["key"] = ContainerTLSDir + "/client.key"
+	}
 	doc["scope"] = cfg.Scope
 
 	if cfg.PatroniOverlay != "" {

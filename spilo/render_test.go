@@ -87,6 +87,14 @@ func TestRenderIsFaithfulToSeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := parseYAML(t, file)
+	// nodeha's one addition: Patroni talks to etcd over mutual TLS.
+	etcd3 := got["etcd3"].(map[string]any)
+	for k, v := range map[string]string{"protocol": "https", "cacert": "/run/etcd-tls/ca.crt", "cert": "/run/etcd-tls/client.crt", "key": "/run/etcd-tls/client.key"} {
+		if etcd3[k] != v {
+			t.Errorf("etcd3.%s = %v, want %s", k, etcd3[k], v)
+		}
+		delete(etcd3, k)
+	}
 	if d := diffMaps("", got, want); len(d) > 0 {
 		t.Errorf("rendered postgres.yml differs from the seed:\n%s", strings.Join(d, "\n"))
 	} else if !reflect.DeepEqual(got, want) {

@@ -335,6 +335,13 @@ func (r *Runner) reconcile(ctx context.Context) time.Duration {
 		code := st.ExitCode
 		r.status.LastExitCode = &code
 		r.status.LastExitAt, _ = time.Parse(time.RFC3339Nano, st.FinishedAt)
+		// Docker's rule: a container that ran 10 s or more before it died
+		// starts over at the shortest delay. Judged from the container's own
+		// times, not from whether a reconcile happened to see it running
+		// that long (one every Interval would miss most).
+		if ran := r.status.LastExitAt.Sub(started); !started.IsZero() && ran >= 10*time.Second {
+			r.backoff.Reset()
+		}
 		r.retryAt = r.now().Add(r.backoff.Next())
 		r.log.Warn("container exited", "exit_code", code, "oom_killed", st.OOMKilled, "restart_in", r.retryAt.Sub(r.now()).Round(time.Millisecond))
 		if r.OnExit != nil {

@@ -296,3 +296,45 @@ func TestRunnerFenceStopsAndHoldsTheContainerUntilUnfenced(t *testing.T) {
 		t.Errorf("calls = %q, want %q", got, want)
 	}
 }
+
+// Docker's restart rule: the delay doubles while the container keeps dying
+// young, and starts over once it has run 10 s, however rarely the loop
+// looked at it in between.
+func TestRunnerBackoffResetsAfterTenSecondsRunning(t *testing.T) {
+	d := newFakeDocker()
+	spec, _ := renderSpec(t, testConfig(t, "--container-name=pg"))
+	log, buf := testLogger(t)
+	r := spilo.NewRunner(d, spec, log)
+	r.Interval = time.Hour // only events drive it, as between a bench's trials
+	r.Start(context.Background())
+	t.Cleanup(func() { r.Close(spilo.LeaveRunning) })
+	waitReady(t, r)
+	waitSubscribed(t, d)
+	delays := func() []time.Duration {
+		var out []time.Duration
+		for _, l := range strings.Split(buf.String(), "\n") {
+			if _, v, ok := strings.Cut(l, "restart_in="); ok {
+				d, err := time.ParseDuration(strings.Fields(v)[0])
+				if err != nil {
+					t.Fatalf("bad restart_in in %q", l)
+				}
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	for i := 1; i <= 4; i++ { // die young four times: 100, 200, 400, 800 ms (less jitter)
+		d.kill("pg", 137)
+		waitFor(t, "a restart", func() bool { st := r.Status(); return st.Restarts == i && st.Running })
+	}
+	got := delays()
+	if len(got) != 4 || got[3] < 600*time.Millisecond {
+		t.Fatalf("delays while dying young = %v, want four, doubling to about 800ms", got)
+	}
+	d.backdate("pg", time.Minute)
+	d.kill("pg", 137)
+	waitFor(t, "a restart", func() bool { st := r.Status(); return st.Restarts == 5 && st.Running })
+	if got := delays(); len(got) != 5 || got[4] > 100*time.Millisecond {
+		t.Fatalf("delay after a minute of running = %v, want the shortest again (100ms)", got)
+	}
+}

@@ -6,14 +6,20 @@ package supervisor
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/moby/moby/client"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/nodeha/nodeha/config"
 	"github.com/nodeha/nodeha/embedetcd"
@@ -21,6 +27,7 @@ import (
 	"github.com/nodeha/nodeha/health"
 	"github.com/nodeha/nodeha/patroni"
 	"github.com/nodeha/nodeha/spilo"
+	"github.com/nodeha/nodeha/trust"
 )
 
 // Version is set by main.
@@ -82,11 +89,40 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 		return err
 	}
 	spec := spilo.NewSpec(cfg, file)
+	if err := checkNotLeft(cfg); err != nil {
+		return err
+	}
+	if cfg.Join && !embedetcd.HasData(cfg.EtcdDir()) {
+		// A join to a host of another cluster, or under a taken name, is
+		// refused before this host writes anything.
+		if err := preflightJoin(ctx, cfg, log); err != nil {
+			return err
+		}
+	}
 
+	// The token first: the CA and the passwords derive from it, and a host
+	// that has once stored one keeps it (see config.ResolveToken).
+	if err := trust.WriteToken(cfg.TokenFile(), cfg.Token); err != nil {
+		return err
+	}
+	if cfg.TokenGenerated {
+		log.Warn("generated a new cluster token: other hosts join with it; `nodeha token show` prints it", "file", cfg.TokenFile(), "ca", cfg.Identity.Short())
+	}
 	if err := spilo.PrepareHost(cfg, file); err != nil {
 		return err
 	}
-	member, err := embedetcd.Start(embedetcd.ConfigFrom(cfg), log)
+	ec := embedetcd.ConfigFrom(cfg)
+	f := cfg.TLSFiles()
+	clientTLS, err := cfg.Identity.ClientTLS(f.Cert, f.Key)
+	if err != nil {
+		return err
+	}
+	if cfg.Join {
+		if err := join(ctx, cfg, &ec, clientTLS, log); err != nil {
+			return err
+		}
+	}
+	member, err := embedetcd.Start(ec, log)
 	if err != nil {
 		return err
 	}
@@ -121,18 +157,16 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 			Ports:     []int{cfg.RestAPIPort, cfg.EtcdPeerPort},
 		}
 		goHelper(w.Run)
-		var others []string
-		for _, p := range cfg.Peers {
-			if p != cfg.AdvertiseIP.String() {
-				others = append(others, p)
-			}
-		}
 		fence := &failover.Fence{
-			Client: etcd, Scope: cfg.Scope, Self: cfg.Name, Peers: others, Log: log,
+			Client: etcd, Scope: cfg.Scope, Self: cfg.Name, Peers: member.OtherAddresses, Log: log,
 			After:    time.Duration(cfg.LoopWait+cfg.RetryTimeout) * time.Second,
 			Interval: 500 * time.Millisecond,
 			Ports:    []int{cfg.RestAPIPort, cfg.EtcdPeerPort},
 			Stop:     runner.Fence, Start: runner.Unfence,
+			// Raft's own view (etcd runs with CheckQuorum: a cut-off leader
+			// steps down within an election timeout): no read that would
+			// queue and flood the log while cut off.
+			Quorum: func(context.Context) bool { return member.Status().HasQuorum },
 		}
 		goHelper(fence.Run)
 	}
@@ -142,11 +176,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 	report := func(ctx context.Context) health.Report {
 		return buildReport(ctx, cfg, member, runner, pc)
 	}
-	var hang func()
+	mem := &members{cfg: cfg, member: member, etcd: member.Client(), clientTLS: clientTLS, runner: runner, pc: pc, log: log, left: make(chan struct{})}
+	acts := health.Actions{Leave: mem.Leave, Remove: mem.Remove, Snapshot: func(ctx context.Context) (string, error) {
+		return member.Snapshot(ctx, cfg.SnapshotDir(), cfg.EtcdSnapshotRetain)
+	}}
 	if cfg.TestHooks {
-		hang = runner.Hang
+		acts.Hang = runner.Hang
 	}
-	hs, err := health.Listen(cfg.Socket, report, hang)
+	hs, err := health.Listen(cfg.Socket, report, acts)
 	if err != nil {
 		stopBG()
 		helpers.Wait()
@@ -162,10 +199,24 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 		case <-member.Ready():
 			log.Info("etcd member ready", "status", member.Status())
 			notify.Ready()
+			mem.register(ctx)
 		case <-ctx.Done():
 		}
 	})
 	goHelper(func(ctx context.Context) { statusLoop(ctx, notify, report) })
+	// A learner (a host that joined) promotes itself once caught up.
+	goHelper(func(ctx context.Context) {
+		select {
+		case <-member.Ready():
+			member.Promote(ctx, clientTLS, log)
+		case <-ctx.Done():
+		}
+	})
+	if cfg.EtcdSnapshotInterval > 0 {
+		goHelper(func(ctx context.Context) {
+			snapshotLoop(ctx, member, cfg.EtcdSnapshotInterval, cfg.SnapshotDir(), cfg.EtcdSnapshotRetain, log)
+		})
+	}
 	if wd := notify.WatchdogInterval(); wd > 0 {
 		goHelper(func(ctx context.Context) { watchdog(ctx, notify, runner, wd, log) })
 	}
@@ -184,7 +235,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 	case <-detach:
 		mode = spilo.LeaveRunning
 		log.Info("detaching: PostgreSQL keeps running; the next nodeha adopts it")
+	case <-mem.left:
+		mode = spilo.LeaveRunning // stopped already
 	case err := <-member.Err():
+		if mem.leaving.Load() {
+			<-mem.left // removed from the cluster as asked
+			mode = spilo.LeaveRunning
+			break
+		}
 		runErr = fmt.Errorf("etcd: %w", err)
 	case err := <-hs.Err():
 		runErr = err
@@ -334,4 +392,94 @@ func watchdog(ctx context.Context, notify Notifier, runner *spilo.Runner, interv
 			warned = true
 		}
 	}
+}
+
+// join adds this host to the existing cluster of cfg.Peers (see
+// embedetcd.Join) and points ec at it. A host with etcd data whose peers
+// do not answer restarts from its data, as without NODEHA_JOIN: a whole
+// cluster restarting at once must come back.
+func join(ctx context.Context, cfg *config.Config, ec *embedetcd.Config, clientTLS *tls.Config, log *slog.Logger) error {
+	peers := cfg.OtherPeers()
+	if len(peers) == 0 {
+		return errors.New("NODEHA_PEERS (--peers): joining needs the address of at least one host of the cluster other than this one")
+	}
+	jctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	hasData := embedetcd.HasData(ec.Dir)
+	res, err := embedetcd.Join(jctx, *ec, peers, clientTLS, func(ctx context.Context, cli *clientv3.Client) error {
+		return checkName(ctx, cli, cfg)
+	}, log)
+	switch {
+	case errors.Is(err, embedetcd.ErrForeignPeer), errors.Is(err, errDuplicateName):
+		return err
+	case err != nil && hasData:
+		log.Warn("join: no answer from the cluster; restarting from this host's etcd data", "err", err)
+		return nil
+	case err != nil:
+		return fmt.Errorf("join: %w", err)
+	}
+	if res.MovedAside != "" {
+		log.Warn("join: this host's old etcd data was moved aside, not deleted", "dir", res.MovedAside)
+	}
+	if err := os.Remove(leftFile(cfg)); err == nil {
+		log.Info("join: this host had left the cluster; it is back")
+	}
+	ec.InitialCluster = res.InitialCluster
+	return nil
+}
+
+var errDuplicateName = errors.New("member name taken")
+
+// checkName refuses a Patroni member name that another host of the
+// cluster uses: two Patronis with one name would fight over one key.
+func checkName(ctx context.Context, cli *clientv3.Client, cfg *config.Config) error {
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(gctx, "/service/"+cfg.Scope+"/members/"+cfg.Name)
+	if err != nil {
+		return fmt.Errorf("join: read Patroni's member %s: %w", cfg.Name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	var m struct {
+		ConnURL string `json:"conn_url"`
+	}
+	json.Unmarshal(resp.Kvs[0].Value, &m)
+	if u, err := url.Parse(m.ConnURL); err == nil && u.Hostname() == cfg.AdvertiseIP.String() {
+		return nil // this host, before
+	}
+	return fmt.Errorf("NODEHA_NAME (--name): %w: Patroni member %q is another host's (%s); give this host another name, or `nodeha remove %s` if that host is gone for good", errDuplicateName, cfg.Name, m.ConnURL, cfg.Name)
+}
+
+// preflightJoin checks, with a certificate that lives only in memory, that
+// every peer that answers is of the token's cluster and that this host's
+// name is free.
+func preflightJoin(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	clientTLS, err := cfg.Identity.EphemeralClientTLS("preflight-" + cfg.Name)
+	if err != nil {
+		return err
+	}
+	var endpoints []string
+	for _, p := range cfg.OtherPeers() {
+		addr := config.HostPort(p, cfg.EtcdClientPort)
+		err := embedetcd.CheckPeer(ctx, addr, clientTLS)
+		switch {
+		case errors.Is(err, embedetcd.ErrForeignPeer):
+			return fmt.Errorf("NODEHA_PEERS (--peers): %w", err)
+		case err != nil:
+			log.Warn("join: peer does not answer", "peer", addr, "err", err)
+		default:
+			endpoints = append(endpoints, "https://"+addr)
+		}
+	}
+	if len(endpoints) == 0 {
+		return nil // Join waits for them
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: clientTLS, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	return checkName(ctx, cli, cfg)
 }

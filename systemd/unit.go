@@ -96,7 +96,7 @@ const Redacted = "<redacted>"
 // shell (`set -a; . FILE`).
 func RenderEnv(cfg *config.Config, redact bool) ([]byte, error) {
 	var b bytes.Buffer
-	b.WriteString("# nodeha settings (see `nodeha run -h`); mode 0600: it holds passwords.\n")
+	b.WriteString("# nodeha settings (see `nodeha run -h`); mode 0600: it holds the cluster token.\n")
 	v := reflect.ValueOf(cfg).Elem()
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
@@ -106,9 +106,15 @@ func RenderEnv(cfg *config.Config, redact bool) ([]byte, error) {
 			continue
 		}
 		val := format(v.Field(i))
-		required := env == "NODEHA_NAME" || env == "NODEHA_PEERS" || (f.Tag.Get("secret") == "true" && env != "NODEHA_REWIND_PASSWORD")
+		required := env == "NODEHA_NAME" || env == "NODEHA_PEERS" || env == "NODEHA_TOKEN"
 		switch {
+		case env == "NODEHA_TOKEN" && val == "":
+			continue // a one-host new cluster makes its own
 		case required:
+		case derived(cfg, env, val):
+			continue // the token gives it
+		case f.Tag.Get("secret") == "true" && env != "NODEHA_REWIND_PASSWORD":
+			// an explicit password
 		case env == "NODEHA_REWIND_PASSWORD" && (val == "" || val == cfg.ReplicationPassword):
 			continue // it follows the replication password
 		case isDefault(v.Field(i), val, def):
@@ -123,6 +129,15 @@ func RenderEnv(cfg *config.Config, redact bool) ([]byte, error) {
 		fmt.Fprintf(&b, "%s=%s\n", env, quote(val))
 	}
 	return b.Bytes(), nil
+}
+
+// derived reports whether a password setting is empty or the one the
+// cluster token gives.
+func derived(cfg *config.Config, env, val string) bool {
+	purpose := map[string]string{
+		"NODEHA_SUPERUSER_PASSWORD": "superuser", "NODEHA_REPLICATION_PASSWORD": "replication", "NODEHA_RESTAPI_PASSWORD": "restapi",
+	}[env]
+	return purpose != "" && (val == "" || cfg.DerivedPassword(purpose, val))
 }
 
 func format(v reflect.Value) string {

@@ -60,7 +60,7 @@ func testConfig(t *testing.T) *config.Config {
 	cfg, err := config.Load(flag.NewFlagSet("t", flag.ContinueOnError), []string{
 		"--name=pg1", "--peers=10.0.0.1, 10.0.0.2,10.0.0.3", "--scope=orders",
 		"--superuser-password=su pw'$x\"`y\\z", "--replication-password=repl$1",
-		"--restapi-password=api", "--stop-timeout=2m", "--etcd-heartbeat=250ms",
+		"--restapi-password=api", "--token=systemd-tests-cluster-token-0123", "--stop-timeout=2m", "--etcd-heartbeat=250ms",
 		"--log-level=debug", "--test-hooks",
 	})
 	if err != nil {

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/nodeha/nodeha/health"
+	"github.com/nodeha/nodeha/trust"
 )
 
 // Options describe a cluster.
@@ -50,7 +51,10 @@ type Options struct {
 type Cluster struct {
 	Opts      Options
 	Hosts     []*Host
-	Passwords map[string]string
+	Token     string // the cluster token every host is given
+	base      [4]byte
+	next      int
+	Passwords map[string]string // explicit NODEHA_<K>_PASSWORD settings
 }
 
 // Host is one simulated host.
@@ -63,6 +67,8 @@ type Host struct {
 	Holder string
 	Nodeha string
 	Spilo  string
+	// Extra are settings of this host only (NODEHA_JOIN=true, ...).
+	Extra []string
 }
 
 // New prepares (but does not start) a cluster.
@@ -74,22 +80,88 @@ func New(o Options) (*Cluster, error) {
 	if o.Scope == "" {
 		o.Scope = "postgres-patroni"
 	}
-	c := &Cluster{Opts: o, Passwords: map[string]string{
-		"SUPERUSER": "su-" + o.Prefix, "REPLICATION": "repl-" + o.Prefix,
-		"RESTAPI": "api-" + o.Prefix,
-	}}
-	base := pfx.Masked().Addr().As4()
+	// One token per cluster; the passwords derive from it unless a test
+	// sets one in Passwords.
+	c := &Cluster{Opts: o, Token: trust.GenerateToken(), Passwords: map[string]string{}}
+	c.base = pfx.Masked().Addr().As4()
 	for i := 1; i <= o.Hosts; i++ {
-		ip := base
-		ip[3] = byte(10 + i)
-		name := fmt.Sprintf("%s-h%d", o.Prefix, i)
-		c.Hosts = append(c.Hosts, &Host{
-			c: c, Index: i, Name: fmt.Sprintf("pg%d", i), IP: netip.AddrFrom4(ip).String(),
-			Dir: filepath.Join(o.BaseDir, fmt.Sprintf("h%d", i)), Holder: name,
-			Nodeha: name + "-nodeha", Spilo: name + "-spilo",
-		})
+		c.Hosts = append(c.Hosts, c.newHost(i))
 	}
+	c.next = o.Hosts + 1
 	return c, nil
+}
+
+func (c *Cluster) newHost(i int) *Host {
+	ip := c.base
+	ip[3] = byte(10 + i)
+	name := fmt.Sprintf("%s-h%d", c.Opts.Prefix, i)
+	return &Host{
+		c: c, Index: i, Name: fmt.Sprintf("pg%d", i), IP: netip.AddrFrom4(ip).String(),
+		Dir: filepath.Join(c.Opts.BaseDir, fmt.Sprintf("h%d", i)), Holder: name,
+		Nodeha: name + "-nodeha", Spilo: name + "-spilo",
+	}
+}
+
+// NewHost adds a host (pgN, the next address) to the cluster's list
+// without starting it; extra are its own settings.
+func (c *Cluster) NewHost(extra ...string) *Host {
+	h := c.newHost(c.next)
+	c.next++
+	h.Extra = extra
+	c.Hosts = append(c.Hosts, h)
+	return h
+}
+
+// Start prepares this host (directories, holder) and starts its nodeha.
+func (h *Host) Start(ctx context.Context) error {
+	if err := h.prepare(ctx); err != nil {
+		return err
+	}
+	return h.StartNodeha(ctx)
+}
+
+// Drop takes h off the cluster's list (a host that left or died for good).
+func (c *Cluster) Drop(h *Host) {
+	for i, x := range c.Hosts {
+		if x == h {
+			c.Hosts = append(c.Hosts[:i:i], c.Hosts[i+1:]...)
+			return
+		}
+	}
+}
+
+// Add puts h back on the cluster's list.
+func (c *Cluster) Add(h *Host) { c.Hosts = append(c.Hosts, h) }
+
+// Kill makes the host die at once: its holder (the network namespace),
+// nodeha and Spilo containers are removed; its directories stay.
+func (h *Host) Kill(ctx context.Context) error {
+	_, err := Docker(ctx, "rm", "-f", h.Nodeha, h.Spilo, h.Holder)
+	return err
+}
+
+// RecreateNodeha removes this host's nodeha container and starts a new one
+// with extra as its own settings (the Spilo container stays).
+func (h *Host) RecreateNodeha(ctx context.Context, extra ...string) error {
+	Docker(ctx, "rm", "-f", h.Nodeha)
+	h.Extra = extra
+	return h.StartNodeha(ctx)
+}
+
+// RunOnce runs `nodeha args...` once in this host's network namespace with
+// its settings and directories, and returns its combined output.
+func (h *Host) RunOnce(ctx context.Context, args ...string) (string, error) {
+	run := []string{"run", "--rm", "--network", "container:" + h.Holder,
+		"-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", h.Dir + ":" + h.Dir}
+	for _, e := range h.Env() {
+		run = append(run, "-e", e)
+	}
+	run = append(run, h.c.Opts.NodehaImage)
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, "docker", append(run, args...)...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
 }
 
 // Docker runs the docker CLI and returns its trimmed stdout.
@@ -187,6 +259,7 @@ func (h *Host) Env() []string {
 		"NODEHA_SOCKET=" + h.Socket(),
 		"NODEHA_CONTAINER_NAME=" + h.Spilo,
 		"NODEHA_NETWORK_MODE=container:" + h.Holder,
+		"NODEHA_TOKEN=" + c.Token,
 	}
 	for k, v := range c.Passwords {
 		env = append(env, "NODEHA_"+k+"_PASSWORD="+v)
@@ -194,7 +267,19 @@ func (h *Host) Env() []string {
 	if c.Opts.Overlay != "" {
 		env = append(env, "NODEHA_PATRONI_OVERLAY="+filepath.Join(h.Dir, "overlay.yml"))
 	}
-	return append(env, c.Opts.Env...)
+	// Later settings win: the cluster's, then this host's own.
+	out := map[string]int{}
+	var merged []string
+	for _, e := range append(append(env, c.Opts.Env...), h.Extra...) {
+		k, _, _ := strings.Cut(e, "=")
+		if i, ok := out[k]; ok {
+			merged[i] = e
+			continue
+		}
+		out[k] = len(merged)
+		merged = append(merged, e)
+	}
+	return merged
 }
 
 // StartNodeha starts (or restarts) this host's nodeha container.
@@ -311,7 +396,7 @@ func (c *Cluster) WaitWhole(ctx context.Context, timeout time.Duration) (*Host, 
 	var st State
 	for time.Now().Before(deadline) {
 		st = c.Observe(ctx)
-		if len(st.Leaders) == 1 && st.Streaming == len(c.Hosts)-1 && (!c.synchronous() || st.Sync > 0) {
+		if len(st.Leaders) == 1 && st.Streaming == len(c.Hosts)-1 && (!c.synchronous() || st.Sync > 0 && c.patroniHasSyncStandby(ctx, st.Leaders[0])) {
 			return st.Leaders[0], nil
 		}
 		select {
@@ -325,6 +410,15 @@ func (c *Cluster) WaitWhole(ctx context.Context, timeout time.Duration) (*Host, 
 		names = append(names, h.Name)
 	}
 	return nil, fmt.Errorf("cluster not whole after %v: leaders %v, streaming replicas %d of %d (%d synchronous)", timeout, names, st.Streaming, len(c.Hosts)-1, st.Sync)
+}
+
+// patroniHasSyncStandby reports whether Patroni itself (its /sync key, as
+// its REST API shows it) names a synchronous standby. PostgreSQL reports a
+// standby as sync a moment before Patroni records it; a primary lost in
+// that moment has no standby Patroni may promote.
+func (c *Cluster) patroniHasSyncStandby(ctx context.Context, leader *Host) bool {
+	rep, err := leader.Health(ctx)
+	return err == nil && rep.Patroni != nil && rep.Patroni.SyncStandbys != nil && *rep.Patroni.SyncStandbys > 0
 }
 
 // synchronous tells whether the cluster runs with NODEHA_SYNCHRONOUS: then

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nodeha/nodeha/cli"
 	"github.com/nodeha/nodeha/internal/testcluster"
+	"github.com/nodeha/nodeha/trust"
 )
 
 func main() {
@@ -34,6 +35,10 @@ func run() error {
 	})
 	if err != nil {
 		return err
+	}
+	// A demo started before keeps its token (its hosts stored it).
+	if tok, err := trust.ReadToken(filepath.Join(*dir, "h1", "nodeha", "token")); err == nil {
+		c.Token = tok
 	}
 	switch flag.Arg(0) {
 	case "up":
@@ -73,6 +78,7 @@ func run() error {
 	fmt.Println("connection string (create an application role first; the seed's pg_hba rejects remote postgres):")
 	fmt.Println(cli.DSN(splitPeers(c), 5432, "app", "postgres", false))
 	fmt.Printf("\npsql on the primary: docker exec -it -u postgres %s psql -h /var/run/postgresql\n", leader.Spilo)
+	fmt.Printf("the cluster token (a fourth host joins with it): %s\n", filepath.Join(*dir, "h1", "nodeha", "token"))
 	fmt.Println("remove it all: make demo-down")
 	return nil
 }

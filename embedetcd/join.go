@@ -1,0 +1,277 @@
+package embedetcd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// ErrForeignPeer is returned when a peer's certificate is not from the
+// cluster CA: it is a host of another cluster (or not nodeha at all).
+var ErrForeignPeer = errors.New("is not a host of this cluster")
+
+// CheckPeer dials addr (host:port of an etcd client port) with TLS and
+// checks that its certificate is from the cluster CA (clientTLS.RootCAs).
+// The client certificate of clientTLS is offered only once the peer's
+// chain has verified (Go's TLS client verifies the server before it sends
+// a certificate), and nothing is sent after the handshake.
+func CheckPeer(ctx context.Context, addr string, clientTLS *tls.Config) error {
+	cfg := clientTLS.Clone()
+	cfg.ServerName = hostOf(addr) // the peer is named by its address: an IP SAN
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second}, Config: cfg}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		var ua x509.UnknownAuthorityError
+		var cv *tls.CertificateVerificationError
+		if errors.As(err, &ua) || errors.As(err, &cv) {
+			return fmt.Errorf("peer %s %w: its certificate is not from the token's CA (nothing was sent to it)", addr, ErrForeignPeer)
+		}
+		return fmt.Errorf("peer %s: %w", addr, err)
+	}
+	return c.Close()
+}
+
+func hostOf(hostport string) string {
+	h, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return hostport
+	}
+	return h
+}
+
+// JoinResult says how a joining member starts.
+type JoinResult struct {
+	// InitialCluster is every member, this one included (name=peerURL).
+	InitialCluster string
+	// MovedAside is where a stale data dir was moved, if one was.
+	MovedAside string
+}
+
+// Join makes this host a member of the cluster whose client ports are
+// peers (addresses, or host:port when a port differs from c.ClientPort): it checks every peer's CA before sending anything, then adds
+// itself as a learner (unless the cluster already lists it, unstarted). A
+// data dir left by an earlier membership is moved aside (kept), never
+// deleted. The member then starts with ClusterState existing and promotes
+// itself once caught up (Member.Promote).
+// check, when not nil, runs on the cluster before this host is added; its
+// error stops the join.
+func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, check func(context.Context, *clientv3.Client) error, log *slog.Logger) (JoinResult, error) {
+	var res JoinResult
+	var endpoints []string
+	var errs []error
+	for _, p := range peers {
+		addr := p
+		if _, _, err := net.SplitHostPort(p); err != nil {
+			addr = net.JoinHostPort(p, fmt.Sprint(c.ClientPort))
+		}
+		err := CheckPeer(ctx, addr, clientTLS)
+		switch {
+		case errors.Is(err, ErrForeignPeer):
+			return res, err // one foreign peer is enough to stop: wrong --peers or wrong token
+		case err != nil:
+			errs = append(errs, err)
+		default:
+			endpoints = append(endpoints, "https://"+addr)
+		}
+	}
+	if len(endpoints) == 0 {
+		return res, fmt.Errorf("embedetcd: join: no peer answers: %w", errors.Join(errs...))
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: endpoints, TLS: clientTLS, DialTimeout: 5 * time.Second,
+		Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return res, fmt.Errorf("embedetcd: join: %w", err)
+	}
+	defer cli.Close()
+	if check != nil {
+		if err := check(ctx, cli); err != nil {
+			return res, err
+		}
+	}
+
+	selfURL := mustURL(c.Scheme(), c.Advertise, c.PeerPort)
+	self := selfURL.String()
+	for attempt := 0; ; attempt++ {
+		members, err := memberList(ctx, cli)
+		if err != nil {
+			return res, err
+		}
+		var me *memberInfo
+		for i := range members {
+			if slices.Contains(members[i].peerURLs, self) {
+				me = &members[i]
+			}
+		}
+		hasData := HasData(c.Dir)
+		switch {
+		case me != nil && me.started && hasData:
+			// Already a member (joined before): restart from the data dir.
+			res.InitialCluster = initialCluster(members)
+			return res, nil
+		case me != nil && me.started:
+			// The cluster knows a member at our address that ran, but our
+			// data is gone: that member is dead; replace it.
+			log.Warn("etcd: the cluster lists a member at this address but this host has no etcd data; removing it to join afresh", "id", fmt.Sprintf("%x", me.id))
+			if _, err := cli.MemberRemove(ctx, me.id); err != nil {
+				return res, fmt.Errorf("embedetcd: join: remove the stale member at %s: %w", self, err)
+			}
+			continue
+		case me != nil:
+			// Added as a learner before, never started (a join that was
+			// interrupted): start as that member.
+			if hasData {
+				if res.MovedAside, err = moveAside(c.Dir); err != nil {
+					return res, err
+				}
+			}
+			res.InitialCluster = initialCluster(members)
+			return res, nil
+		}
+		if hasData && res.MovedAside == "" {
+			// This host was a member of this cluster once and has been
+			// removed (or the cluster was recovered without it).
+			if res.MovedAside, err = moveAside(c.Dir); err != nil {
+				return res, err
+			}
+			log.Warn("etcd: this host's old member data is not part of the cluster any more; moved it aside (kept)", "dir", res.MovedAside)
+		}
+		_, err = cli.MemberAddAsLearner(ctx, []string{self})
+		switch {
+		case err == nil:
+			log.Info("etcd: added this host as a learner", "peer_url", self)
+			continue // list again: the answer to the add has no names
+		case is(err, rpctypes.ErrGRPCTooManyLearners), is(err, rpctypes.ErrGRPCUnhealthy):
+			// Another host is joining right now: one learner at a time.
+			if attempt == 0 || attempt%10 == 0 {
+				log.Info("etcd: another member is joining; waiting for its promotion", "err", err)
+			}
+		case is(err, rpctypes.ErrGRPCPeerURLExist):
+			continue
+		default:
+			return res, fmt.Errorf("embedetcd: join: add learner %s: %w", self, err)
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+type memberInfo struct {
+	id       uint64
+	name     string
+	peerURLs []string
+	started  bool
+}
+
+func memberList(ctx context.Context, cli *clientv3.Client) ([]memberInfo, error) {
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := cli.MemberList(lctx)
+	if err != nil {
+		return nil, fmt.Errorf("embedetcd: join: list members: %w", err)
+	}
+	var out []memberInfo
+	for _, m := range resp.Members {
+		out = append(out, memberInfo{id: m.ID, name: m.Name, peerURLs: m.PeerURLs, started: m.Name != "" && len(m.ClientURLs) > 0})
+	}
+	return out, nil
+}
+
+// initialCluster names every member by the host of its peer URL: nodeha's
+// members are named by address, and a member that has not started yet has
+// no name in the list.
+func initialCluster(members []memberInfo) string {
+	var ic []string
+	for _, m := range members {
+		for _, p := range m.peerURLs {
+			u, err := url.Parse(p)
+			if err != nil {
+				continue
+			}
+			ic = append(ic, u.Hostname()+"="+p)
+		}
+	}
+	return strings.Join(ic, ",")
+}
+
+// moveAside renames dir to dir.stale-TIMESTAMP and returns the new name.
+func moveAside(dir string) (string, error) {
+	to := dir + ".stale-" + time.Now().UTC().Format("20060102T150405Z")
+	if err := os.Rename(dir, to); err != nil {
+		return "", fmt.Errorf("embedetcd: move the stale data dir aside: %w", err)
+	}
+	return to, nil
+}
+
+// Promote makes this learner a voting member once it has caught up,
+// retrying until it succeeds or ctx is done. A voting member returns at
+// once.
+func (m *Member) Promote(ctx context.Context, clientTLS *tls.Config, log *slog.Logger) error {
+	s := m.etcd.Server
+	for {
+		if !s.IsLearner() {
+			return nil
+		}
+		var endpoints []string
+		for _, mem := range s.Cluster().Members() {
+			if mem.ID != s.MemberID() && !mem.IsLearner {
+				endpoints = append(endpoints, mem.ClientURLs...)
+			}
+		}
+		if len(endpoints) > 0 {
+			err := promoteOnce(ctx, endpoints, clientTLS, uint64(s.MemberID()))
+			switch {
+			case err == nil:
+				log.Info("etcd: promoted this learner to a voting member")
+				return nil
+			case is(err, rpctypes.ErrGRPCLearnerNotReady):
+				// not caught up yet (test first: the description of
+				// ErrGRPCMemberNotLearner is a prefix of this one's)
+			case is(err, rpctypes.ErrGRPCMemberNotLearner):
+				return nil
+			default:
+				log.Debug("etcd: promote", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func promoteOnce(ctx context.Context, endpoints []string, clientTLS *tls.Config, id uint64) error {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: clientTLS, DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = cli.MemberPromote(pctx, id)
+	return err
+}
+
+// is matches an etcd error by its description, however the client wrapped
+// it (gRPC status or rpctypes.EtcdError).
+func is(err, want error) bool {
+	return err != nil && strings.Contains(err.Error(), rpctypes.ErrorDesc(want))
+}

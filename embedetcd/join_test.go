@@ -1,0 +1,127 @@
+package embedetcd_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nodeha/nodeha/embedetcd"
+	"github.com/nodeha/nodeha/trust"
+)
+
+// tlsMember is a member on addr with the cluster's certificates.
+func tlsMember(t *testing.T, id *trust.Identity, addr string) embedetcd.Config {
+	t.Helper()
+	dir := t.TempDir()
+	f := trust.FilesIn(filepath.Join(dir, "tls"))
+	if err := id.EnsureHost(f, addr, []netip.Addr{netip.MustParseAddr(addr), netip.MustParseAddr("127.0.0.1")}); err != nil {
+		t.Fatal(err)
+	}
+	return embedetcd.Config{
+		Name: addr, Dir: filepath.Join(dir, "etcd"), Advertise: addr, Peers: []string{addr},
+		ClientPort: freePort(t, "127.0.0.1"), PeerPort: freePort(t, addr), Token: "nodeha-test",
+		Heartbeat: 50 * time.Millisecond, Election: 500 * time.Millisecond, Compaction: "1h", TLS: &f,
+	}
+}
+
+func TestJoinAsLearnerThenPromote(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd members")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id, _ := trust.FromToken(trust.GenerateToken())
+	a := tlsMember(t, id, "127.0.0.2")
+	ma := start(t, a)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	b := tlsMember(t, id, "127.0.0.3")
+	clientTLS, err := id.ClientTLS(b.TLS.Cert, b.TLS.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := net.JoinHostPort(a.Advertise, strconv.Itoa(a.ClientPort))
+	res, err := embedetcd.Join(ctx, b, []string{peer}, clientTLS, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.InitialCluster == "" || res.MovedAside != "" {
+		t.Fatalf("join = %+v", res)
+	}
+	b.InitialCluster = res.InitialCluster
+	mb := start(t, b)
+	if err := mb.Promote(ctx, clientTLS, log); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus := func(m *embedetcd.Member, what string, ok func(embedetcd.Status) bool) {
+		t.Helper()
+		for !ok(m.Status()) {
+			if ctx.Err() != nil {
+				t.Fatalf("%s: status %+v", what, m.Status())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitStatus(ma, "two voters seen by the first member", func(s embedetcd.Status) bool { return s.Voters == 2 && len(s.Members) == 2 })
+	waitStatus(mb, "the joiner a voter", func(s embedetcd.Status) bool { return !s.Learner && s.Voters == 2 && s.HasQuorum })
+
+	// Joining again with the data in place: nothing to add, restart as is.
+	again, err := embedetcd.Join(ctx, b, []string{peer}, clientTLS, nil, log)
+	if err != nil || again.MovedAside != "" {
+		t.Fatalf("second join = %+v, %v", again, err)
+	}
+	if st := ma.Status(); len(st.Members) != 2 {
+		t.Fatalf("a second join changed the membership: %v", st.Members)
+	}
+
+	// A cluster of another token: refused before anything is sent.
+	other, _ := trust.FromToken(trust.GenerateToken())
+	c := tlsMember(t, other, "127.0.0.4")
+	otherTLS, _ := other.ClientTLS(c.TLS.Cert, c.TLS.Key)
+	if _, err := embedetcd.Join(ctx, c, []string{peer}, otherTLS, nil, log); !errors.Is(err, embedetcd.ErrForeignPeer) {
+		t.Fatalf("join with another cluster's token = %v, want ErrForeignPeer", err)
+	}
+	if st := ma.Status(); len(st.Members) != 2 {
+		t.Fatalf("a refused join changed the membership: %v", st.Members)
+	}
+}
+
+func TestSnapshotKeepsTheNewest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := memberConfig(t)
+	m := start(t, c)
+	cli := m.Client()
+	defer cli.Close()
+	ctx := context.Background()
+	if _, err := cli.Put(ctx, "/service/s/config", "{}"); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "snapshots")
+	var paths []string
+	for range 3 {
+		p, err := m.Snapshot(ctx, dir, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+		time.Sleep(5 * time.Millisecond)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 2 || ents[0].Name() != filepath.Base(paths[1]) || ents[1].Name() != filepath.Base(paths[2]) {
+		t.Fatalf("kept %v, want the newest two of %v", ents, paths)
+	}
+	st, _ := os.Stat(paths[2])
+	if st.Size() < 4096 || st.Mode().Perm() != 0o600 {
+		t.Fatalf("snapshot %s: %d bytes, mode %v", paths[2], st.Size(), st.Mode().Perm())
+	}
+}

@@ -1,0 +1,300 @@
+package supervisor
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/nodeha/nodeha/config"
+	"github.com/nodeha/nodeha/embedetcd"
+	"github.com/nodeha/nodeha/failover"
+	"github.com/nodeha/nodeha/patroni"
+	"github.com/nodeha/nodeha/spilo"
+)
+
+// hostKey maps a host's member name to its address, for `nodeha remove
+// NAME` after the host's Patroni keys have expired. No lease: it lasts
+// until the host leaves or is removed.
+func hostKey(scope, name string) string { return "/nodeha/" + scope + "/hosts/" + name }
+
+// leftFile marks a host that left with `nodeha leave`: `nodeha run` refuses
+// to start there until `nodeha join` brings it back.
+func leftFile(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "left") }
+
+// checkNotLeft refuses to run a host that left, unless it joins again.
+func checkNotLeft(cfg *config.Config) error {
+	b, err := os.ReadFile(leftFile(cfg))
+	if err != nil || cfg.Join {
+		return nil
+	}
+	return fmt.Errorf("NODEHA_DATA_DIR (--data-dir): this host left its cluster (%s: %s); to come back run `nodeha join --peers HOST` (or install with --join)", leftFile(cfg), strings.TrimSpace(string(b)))
+}
+
+// members does the membership operations of one running node.
+type members struct {
+	cfg       *config.Config
+	member    *embedetcd.Member
+	etcd      *clientv3.Client // in-process
+	clientTLS *tls.Config
+	runner    *spilo.Runner
+	pc        *patroni.Client
+	log       *slog.Logger
+	leaving   atomic.Bool
+	left      chan struct{} // closed once this host has left
+}
+
+// register records this host's name and address (see hostKey), retrying
+// until it is written or ctx is done.
+func (m *members) register(ctx context.Context) {
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := m.etcd.Put(pctx, hostKey(m.cfg.Scope, m.cfg.Name), m.cfg.AdvertiseIP.String())
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// peersClient is a network client to the other voting members (a member
+// that removes itself must not ask itself).
+func (m *members) peersClient() (*clientv3.Client, error) {
+	var endpoints []string
+	for _, a := range m.member.OtherAddresses() {
+		endpoints = append(endpoints, "https://"+config.HostPort(a, m.cfg.EtcdClientPort))
+	}
+	if len(endpoints) == 0 {
+		return nil, errors.New("there is no other member to ask")
+	}
+	return clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: m.clientTLS, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+}
+
+// Leave takes this host out of the cluster: a switchover first when it is
+// the primary, then its container stops, its Patroni and etcd members go,
+// and nodeha exits. Nothing is deleted.
+func (m *members) Leave(ctx context.Context) (string, error) {
+	if !m.leaving.CompareAndSwap(false, true) {
+		return "", errors.New("leave: already leaving")
+	}
+	fail := func(err error) (string, error) { m.leaving.Store(false); return "", fmt.Errorf("leave: %w", err) }
+	cfg := m.cfg
+	st := m.member.Status()
+	switch {
+	case !st.HasQuorum:
+		return fail(errors.New("etcd has no quorum: the cluster cannot take a membership change now"))
+	case st.Voters <= 1 && !st.Learner:
+		return fail(errors.New("this is the cluster's only voting member; there is nothing to leave"))
+	}
+	var steps []string
+	if leader, _ := currentLeader(ctx, m.etcd, cfg.Scope); leader == cfg.Name {
+		sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		err := m.pc.Switchover(sctx, "postgres", cfg.RestAPIPassword, cfg.Name, "")
+		if err == nil {
+			err = waitLeaderOther(sctx, m.etcd, cfg.Scope, cfg.Name)
+		}
+		cancel()
+		if err != nil {
+			return fail(fmt.Errorf("switchover before leaving: %w", err))
+		}
+		l, _ := currentLeader(ctx, m.etcd, cfg.Scope)
+		steps = append(steps, "switched over to "+l)
+		m.log.Info("leave: switched over", "new_primary", l)
+	}
+	// The container stops for good (Patroni shuts PostgreSQL down cleanly).
+	if err := m.runner.Close(spilo.StopContainer); err != nil {
+		return fail(err)
+	}
+	steps = append(steps, "stopped container "+cfg.ContainerName)
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err := m.etcd.Delete(dctx, failover.MemberKey(cfg.Scope, cfg.Name))
+	if err == nil {
+		_, err = m.etcd.Delete(dctx, hostKey(cfg.Scope, cfg.Name))
+	}
+	cancel()
+	if err != nil {
+		return fail(fmt.Errorf("remove Patroni member %s: %w", cfg.Name, err))
+	}
+	steps = append(steps, "removed Patroni member "+cfg.Name)
+	if err := os.WriteFile(leftFile(cfg), []byte("left at "+time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
+		return fail(err)
+	}
+	cli, err := m.peersClient()
+	if err != nil {
+		return fail(err)
+	}
+	defer cli.Close()
+	id := m.member.ID()
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	_, err = cli.MemberRemove(rctx, id)
+	cancel()
+	if err != nil {
+		os.Remove(leftFile(cfg))
+		return fail(fmt.Errorf("remove etcd member %x: %w", id, err))
+	}
+	steps = append(steps, fmt.Sprintf("removed etcd member %x", id))
+	m.log.Warn("left the cluster", "steps", strings.Join(steps, "; "))
+	close(m.left)
+	return fmt.Sprintf("%s left the cluster: %s.\nNothing was deleted: PostgreSQL's data is in %s, etcd's old data in %s.\nTo come back: nodeha join --peers HOST (the old etcd data is then moved aside).",
+		cfg.Name, strings.Join(steps, "; "), cfg.PostgresDir, cfg.EtcdDir()), nil
+}
+
+// Remove takes a dead host out of the cluster: its etcd member and its
+// Patroni member. A host that still answers is refused unless force.
+func (m *members) Remove(ctx context.Context, name string, force bool) (string, error) {
+	cfg := m.cfg
+	if name == "" {
+		return "", errors.New("remove: give the member name of the host to remove")
+	}
+	if name == cfg.Name || name == cfg.AdvertiseIP.String() {
+		return "", errors.New("remove: that is this host; run `nodeha leave` here instead")
+	}
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	addr := name
+	if net.ParseIP(name) == nil {
+		resp, err := m.etcd.Get(gctx, hostKey(cfg.Scope, name))
+		if err != nil {
+			return "", fmt.Errorf("remove: %w", err)
+		}
+		if len(resp.Kvs) == 1 {
+			addr = string(resp.Kvs[0].Value)
+		} else if a := patroniHost(gctx, m.etcd, cfg.Scope, name); a != "" {
+			addr = a
+		} else {
+			return "", fmt.Errorf("remove: no host named %q in cluster %s (known: %s)", name, cfg.Scope, strings.Join(knownHosts(gctx, m.etcd, cfg.Scope), ", "))
+		}
+	}
+	if leader, _ := currentLeader(gctx, m.etcd, cfg.Scope); leader == name {
+		return "", fmt.Errorf("remove: %s still holds the leader lock; wait for the failover (or switch over) first", name)
+	}
+	if !force {
+		w := &failover.Watcher{Ports: []int{cfg.RestAPIPort, cfg.EtcdPeerPort}}
+		if w.Reachable(ctx, addr) {
+			return "", fmt.Errorf("remove: %s (%s) still answers: run `nodeha leave` on it, or remove it with --force", name, addr)
+		}
+	}
+	var steps []string
+	list, err := m.etcd.MemberList(gctx)
+	if err != nil {
+		return "", fmt.Errorf("remove: list etcd members: %w", err)
+	}
+	for _, mem := range list.Members {
+		for _, p := range mem.PeerURLs {
+			if u, err := url.Parse(p); err == nil && u.Hostname() == addr {
+				if _, err := m.etcd.MemberRemove(gctx, mem.ID); err != nil {
+					return "", fmt.Errorf("remove: etcd member %x (%s): %w", mem.ID, p, err)
+				}
+				steps = append(steps, fmt.Sprintf("removed etcd member %x (%s)", mem.ID, p))
+			}
+		}
+	}
+	for _, k := range []string{failover.MemberKey(cfg.Scope, name), hostKey(cfg.Scope, name)} {
+		if resp, err := m.etcd.Delete(gctx, k); err != nil {
+			return "", fmt.Errorf("remove: delete %s: %w", k, err)
+		} else if resp.Deleted > 0 && strings.Contains(k, "/members/") {
+			steps = append(steps, "removed Patroni member "+name)
+		}
+	}
+	if len(steps) == 0 {
+		return fmt.Sprintf("%s (%s) was not a member any more; nothing to do", name, addr), nil
+	}
+	m.log.Warn("removed a host", "name", name, "address", addr, "steps", strings.Join(steps, "; "))
+	return fmt.Sprintf("removed %s (%s): %s", name, addr, strings.Join(steps, "; ")), nil
+}
+
+func currentLeader(ctx context.Context, kv clientv3.KV, scope string) (string, error) {
+	resp, err := kv.Get(ctx, failover.LeaderKey(scope))
+	if err != nil || len(resp.Kvs) == 0 {
+		return "", err
+	}
+	return string(resp.Kvs[0].Value), nil
+}
+
+func waitLeaderOther(ctx context.Context, kv clientv3.KV, scope, self string) error {
+	for {
+		if l, err := currentLeader(ctx, kv, scope); err == nil && l != "" && l != self {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("no other primary took over in time")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// patroniHost is the address in a Patroni member key's conn_url.
+func patroniHost(ctx context.Context, kv clientv3.KV, scope, name string) string {
+	resp, err := kv.Get(ctx, failover.MemberKey(scope, name))
+	if err != nil || len(resp.Kvs) == 0 {
+		return ""
+	}
+	var v struct {
+		ConnURL string `json:"conn_url"`
+	}
+	json.Unmarshal(resp.Kvs[0].Value, &v)
+	u, err := url.Parse(v.ConnURL)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
+}
+
+func knownHosts(ctx context.Context, kv clientv3.KV, scope string) []string {
+	resp, err := kv.Get(ctx, "/nodeha/"+scope+"/hosts/", clientv3.WithPrefix())
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, kv := range resp.Kvs {
+		out = append(out, strings.TrimPrefix(string(kv.Key), "/nodeha/"+scope+"/hosts/")+"="+string(kv.Value))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// snapshotLoop writes an etcd snapshot every interval, once the member is
+// ready.
+func snapshotLoop(ctx context.Context, member *embedetcd.Member, interval time.Duration, dir string, retain int, log *slog.Logger) {
+	select {
+	case <-member.Ready():
+	case <-ctx.Done():
+		return
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		path, err := member.Snapshot(sctx, dir, retain)
+		cancel()
+		if err != nil {
+			log.Warn("etcd snapshot failed", "err", err)
+			continue
+		}
+		log.Info("etcd snapshot written", "path", path, "retain", retain)
+	}
+}

@@ -1,0 +1,158 @@
+package trust
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// ErrForeign is returned when a host's stored identity is another
+// cluster's than the token's.
+var ErrForeign = errors.New("belongs to another cluster")
+
+// Files are the paths of a host's TLS material, under DataDir/tls (root
+// only, 0600).
+type Files struct {
+	Dir        string
+	CA         string // the cluster CA certificate
+	Cert, Key  string // the etcd member: server for peers and clients, client to its peers
+	PatroniCrt string // Patroni's client certificate for etcd
+	PatroniKey string
+}
+
+// FilesIn names the files in dir.
+func FilesIn(dir string) Files {
+	return Files{
+		Dir: dir, CA: filepath.Join(dir, "ca.crt"),
+		Cert: filepath.Join(dir, "etcd.crt"), Key: filepath.Join(dir, "etcd.key"),
+		PatroniCrt: filepath.Join(dir, "patroni.crt"), PatroniKey: filepath.Join(dir, "patroni.key"),
+	}
+}
+
+// CheckHost returns ErrForeign (wrapped, naming both CAs) when dir holds
+// the identity of another cluster than id's. A host with no files passes.
+func (id *Identity) CheckHost(f Files) error {
+	b, err := os.ReadFile(f.CA)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("trust: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return fmt.Errorf("trust: %s is not a PEM certificate", f.CA)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return fmt.Errorf("trust: %s: %w", f.CA, err)
+	}
+	if have := FingerprintOf(c); have != id.Fingerprint() {
+		return fmt.Errorf("this host %w: %s holds CA %s, the token is for CA %s", ErrForeign, f.CA, short(have), short(id.Fingerprint()))
+	}
+	return nil
+}
+
+func short(fp string) string { return fp[:16] }
+
+// Short is the first 16 hex digits of the CA fingerprint, for messages.
+func (id *Identity) Short() string { return short(id.Fingerprint()) }
+
+// EnsureHost writes what the host needs into f.Dir, keeping certificates
+// that are still right (for name and ips, from this CA): a restart does not
+// change them, so the container's spec hash stays the same.
+func (id *Identity) EnsureHost(f Files, name string, ips []netip.Addr) error {
+	if err := id.CheckHost(f); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
+		return fmt.Errorf("trust: create %s: %w", f.Dir, err)
+	}
+	if err := writeIfChanged(f.CA, id.CAPEM()); err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		cert, key, name string
+		ips             []netip.Addr
+		u               Usage
+	}{
+		{f.Cert, f.Key, name, ips, ServerAndClient},
+		{f.PatroniCrt, f.PatroniKey, "patroni-" + name, nil, Client},
+	} {
+		cert, err := os.ReadFile(p.cert)
+		_, kerr := os.Stat(p.key)
+		if err == nil && kerr == nil && id.IssuedBy(cert) && CertCovers(cert, p.name, p.ips) {
+			continue
+		}
+		c, k, err := id.Issue(p.name, p.ips, p.u)
+		if err != nil {
+			return err
+		}
+		if err := errors.Join(writeIfChanged(p.key, k), writeIfChanged(p.cert, c)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeIfChanged(path string, b []byte) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
+		return os.Chmod(path, 0o600)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("trust: write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("trust: write %s: %w", path, err)
+	}
+	return nil
+}
+
+// ClientTLS is a TLS client config that trusts only the cluster CA and
+// presents the certificate in certFile/keyFile.
+func (id *Identity) ClientTLS(certFile, keyFile string) (*tls.Config, error) {
+	kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("trust: %w", err)
+	}
+	return &tls.Config{RootCAs: id.CAPool(), Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// ReadToken reads a stored token (file mode 0600).
+func ReadToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// WriteToken stores token at path, mode 0600, creating the directory.
+func WriteToken(path, token string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("trust: create %s: %w", filepath.Dir(path), err)
+	}
+	return writeIfChanged(path, []byte(token+"\n"))
+}
+
+// EphemeralClientTLS is ClientTLS with a certificate made in memory for
+// name, for checks that must not touch the disk.
+func (id *Identity) EphemeralClientTLS(name string) (*tls.Config, error) {
+	c, k, err := id.Issue(name, nil, Client)
+	if err != nil {
+		return nil, err
+	}
+	kp, err := tls.X509KeyPair(c, k)
+	if err != nil {
+		return nil, fmt.Errorf("trust: %w", err)
+	}
+	return &tls.Config{RootCAs: id.CAPool(), Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}, nil
+}
