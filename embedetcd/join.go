@@ -108,7 +108,11 @@ func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, 
 	self := selfURL.String()
 	for attempt := 0; ; attempt++ {
 		members, err := memberList(ctx, cli)
-		if err != nil {
+		switch {
+		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) && attempt < 30:
+			log.Warn("etcd: listing the cluster's members timed out; retrying", "err", err)
+			continue
+		case err != nil:
 			return res, err
 		}
 		var me *memberInfo
@@ -127,7 +131,10 @@ func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, 
 			// The cluster knows a member at our address that ran, but our
 			// data is gone: that member is dead; replace it.
 			log.Warn("etcd: the cluster lists a member at this address but this host has no etcd data; removing it to join afresh", "id", fmt.Sprintf("%x", me.id))
-			if _, err := cli.MemberRemove(ctx, me.id); err != nil {
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := cli.MemberRemove(rctx, me.id)
+			cancel()
+			if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
 				return res, fmt.Errorf("embedetcd: join: remove the stale member at %s: %w", self, err)
 			}
 			continue
@@ -150,8 +157,17 @@ func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, 
 			}
 			log.Warn("etcd: this host's old member data is not part of the cluster any more; moved it aside (kept)", "dir", res.MovedAside)
 		}
-		_, err = cli.MemberAddAsLearner(ctx, []string{self})
+		// Each call has its own deadline: a lost answer (the member that
+		// got the request changing its own membership) is retried, and the
+		// next list shows whether the add went through.
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = cli.MemberAddAsLearner(actx, []string{self})
+		cancel()
 		switch {
+		case ctx.Err() != nil:
+			return res, ctx.Err()
+		case errors.Is(err, context.DeadlineExceeded):
+			log.Warn("etcd: adding this host as a learner timed out; looking again", "peer_url", self)
 		case err == nil:
 			log.Info("etcd: added this host as a learner", "peer_url", self)
 			continue // list again: the answer to the add has no names
