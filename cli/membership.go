@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -69,6 +70,7 @@ func cmdSnapshot(args []string, stdout, stderr io.Writer) error {
 // one-member cluster, after a quorum loss. nodeha must not be running.
 func cmdRecover(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("recover", stderr)
+	from := fs.String("from-snapshot", "", "restore etcd from this snapshot (nodeha snapshot) instead of this host's own data, which is moved aside (kept)")
 	cfg, err := load(fs, args, true)
 	if err != nil {
 		return err
@@ -76,12 +78,34 @@ func cmdRecover(args []string, stdout, stderr io.Writer) error {
 	if err := health.CheckFree(cfg.Socket); err != nil {
 		return &exitError{2, fmt.Errorf("recover: stop nodeha first (systemctl stop nodeha): %w", err)}
 	}
-	if !embedetcd.HasData(cfg.EtcdDir()) {
-		return &exitError{2, fmt.Errorf("recover: %s holds no etcd data: there is nothing to recover from on this host", cfg.EtcdDir())}
+	ec := embedetcd.ConfigFrom(cfg)
+	switch {
+	case *from != "":
+		if st, err := os.Stat(*from); err != nil || st.IsDir() {
+			return &exitError{2, fmt.Errorf("--from-snapshot: %q is not a snapshot file (%v)", *from, err)}
+		}
+		aside, err := embedetcd.MoveAside(cfg.EtcdDir(), "before-restore")
+		if err != nil {
+			return err
+		}
+		if err := embedetcd.Restore(ec, *from); err != nil {
+			// Put this host's data back; what the failed restore left is
+			// moved aside too, never deleted.
+			if aside != "" {
+				embedetcd.MoveAside(cfg.EtcdDir(), "failed-restore")
+				os.Rename(aside, cfg.EtcdDir())
+			}
+			return err
+		}
+		if aside != "" {
+			fmt.Fprintf(stdout, "this host's etcd data was moved aside to %s (kept)\n", aside)
+		}
+	case !embedetcd.HasData(cfg.EtcdDir()):
+		return &exitError{2, fmt.Errorf("recover: %s holds no etcd data: there is nothing to recover from on this host (give --from-snapshot FILE)", cfg.EtcdDir())}
+	default:
+		ec.ForceNewCluster = true
 	}
 	log := newLogger(cfg, stderr)
-	ec := embedetcd.ConfigFrom(cfg)
-	ec.ForceNewCluster = true
 	m, err := embedetcd.Start(ec, log)
 	if err != nil {
 		return err

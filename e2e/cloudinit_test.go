@@ -119,6 +119,51 @@ func TestCloudInit(t *testing.T) {
 	if got, err := leader.Psql(ctx, "show shared_preload_libraries"); err != nil || strings.Contains(got, "bg_mon") {
 		t.Errorf("shared_preload_libraries = %q (%v): the overlay from the user-data is not applied", got, err)
 	}
+
+	// A fourth VM joins the running cluster from its user-data alone
+	// (`nodeha cloud-init --join`, the cluster's token in the environment).
+	h4 := c.NewHost("NODEHA_JOIN=true")
+	if err := os.MkdirAll(h4.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(overlayYML); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(filepath.Join(h4.Dir, "overlay.yml"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ud, err := runBin(ctx, h4.Env(), "cloud-init", "--binary-url="+url, "--binary-sha256="+hex.EncodeToString(sum[:]), "--wait=5m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(ud, "NODEHA_JOIN=true") || !strings.Contains(ud, "NODEHA_TOKEN="+c.Token) {
+		t.Fatalf("join user-data lacks NODEHA_JOIN or the token:\n%s", ud)
+	}
+	seed := filepath.Join(h4.Dir, "seed")
+	os.MkdirAll(seed, 0o700)
+	os.WriteFile(filepath.Join(seed, "user-data"), []byte(ud), 0o600)
+	os.WriteFile(filepath.Join(seed, "meta-data"), []byte(fmt.Sprintf("instance-id: %s-%s\nlocal-hostname: %s\n", sdPrefix, h4.Name, h4.Name)), 0o600)
+	boot = time.Now()
+	if err := bootHost(ctx, c, h4, "-v", seed+":/var/lib/cloud/seed/nocloud:ro"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitWhole(ctx, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first boot of %s (user-data with --join) to a streaming replica of the running cluster: %.1fs", h4.Name, time.Since(boot).Seconds())
+	if out, err := sdExec(ctx, h4, "cloud-init", "status", "--wait"); err != nil || !strings.Contains(out, "status: done") {
+		log, _ := sdExec(ctx, h4, "tail", "-n", "30", "/var/log/cloud-init-output.log")
+		t.Fatalf("%s: cloud-init status: %v %s\n%s", h4.Name, err, out, log)
+	}
+	eventually(t, time.Minute, func() error {
+		rep, err := h4.Health(ctx)
+		if err != nil {
+			return err
+		}
+		if e := rep.Etcd; !rep.Healthy || e == nil || e.Voters != 4 || e.Learner {
+			return fmt.Errorf("%s: healthy %v, etcd %+v, want a voter of four", h4.Name, rep.Healthy, rep.Etcd)
+		}
+		return nil
+	})
 }
 
 // TestCloudInitEmbedded boots one machine whose user-data carries the

@@ -125,3 +125,51 @@ func TestSnapshotKeepsTheNewest(t *testing.T) {
 		t.Fatalf("snapshot %s: %d bytes, mode %v", paths[2], st.Size(), st.Mode().Perm())
 	}
 }
+
+// A snapshot restores into a one-member cluster that has the keys.
+func TestRestoreFromSnapshot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd members")
+	}
+	c := memberConfig(t)
+	m := start(t, c)
+	cli := m.Client()
+	ctx := context.Background()
+	if _, err := cli.Put(ctx, "/service/s/initialize", "7240118372"); err != nil {
+		t.Fatal(err)
+	}
+	path, err := m.Snapshot(ctx, filepath.Join(t.TempDir(), "snapshots"), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.Close()
+	m.Close()
+
+	// A damaged snapshot is refused (its SHA-256 does not match).
+	b, _ := os.ReadFile(path)
+	bad := filepath.Join(t.TempDir(), "bad.db")
+	b[100] ^= 0xff
+	os.WriteFile(bad, b, 0o600)
+	r := memberConfig(t)
+	if err := embedetcd.Restore(r, bad); err == nil {
+		t.Fatal("a damaged snapshot was restored")
+	}
+
+	r = memberConfig(t)
+	if err := embedetcd.Restore(r, path); err != nil {
+		t.Fatal(err)
+	}
+	m2 := start(t, r)
+	cli2 := m2.Client()
+	defer cli2.Close()
+	resp, err := cli2.Get(ctx, "/service/s/initialize")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "7240118372" {
+		t.Fatalf("restored key: %v %v", resp, err)
+	}
+	if st := m2.Status(); len(st.Members) != 1 || !st.Leader {
+		t.Fatalf("restored member: %+v", st)
+	}
+	if err := embedetcd.Restore(r, path); err == nil {
+		t.Fatal("restore over a data dir in use was accepted")
+	}
+}

@@ -2,17 +2,23 @@ package embedetcd
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"go.etcd.io/etcd/etcdutl/v3/snapshot"
+	"go.uber.org/zap"
 )
 
 // Snapshot writes the member's database to dir/etcd-TIMESTAMP.db (mode
 // 0600, atomically), keeps the newest retain snapshots there, and returns
-// the new file's path. `etcdutl snapshot restore` reads it.
+// the new file's path. Restore (nodeha recover --from-snapshot) and
+// `etcdutl snapshot restore` read it.
 func (m *Member) Snapshot(ctx context.Context, dir string, retain int) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -30,7 +36,13 @@ func (m *Member) Snapshot(ctx context.Context, dir string, retain int) (string, 
 		return "", fmt.Errorf("embedetcd: snapshot: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	n, err := snap.WriteTo(tmp)
+	// The file ends with the SHA-256 of the database, as etcd's Maintenance
+	// API streams it: a restore checks it.
+	sum := sha256.New()
+	n, err := snap.WriteTo(io.MultiWriter(tmp, sum))
+	if err == nil {
+		_, err = tmp.Write(sum.Sum(nil))
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -64,4 +76,37 @@ func prune(dir string, retain int) {
 		os.Remove(filepath.Join(dir, snaps[0]))
 		snaps = snaps[1:]
 	}
+}
+
+// Restore makes c.Dir a one-member cluster's data dir holding the snapshot
+// at path (its SHA-256 checked). c.Dir must not hold data: the caller moves
+// an existing one aside.
+func Restore(c Config, path string) error {
+	// Only an empty directory may be in the way (os.Remove refuses any other).
+	if err := os.Remove(c.Dir); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("embedetcd: restore: %s is not empty; move it aside first", c.Dir)
+	}
+	peer := mustURL(c.Scheme(), c.Advertise, c.PeerPort)
+	err := snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
+		SnapshotPath: path, Name: c.Name, OutputDataDir: c.Dir,
+		PeerURLs: []string{peer.String()}, InitialCluster: c.Name + "=" + peer.String(),
+		InitialClusterToken: c.Token,
+	})
+	if err != nil {
+		return fmt.Errorf("embedetcd: restore %s: %w", path, err)
+	}
+	return nil
+}
+
+// MoveAside renames an existing data dir to dir.WHY-TIMESTAMP and returns
+// the new name ("" when there was nothing).
+func MoveAside(dir, why string) (string, error) {
+	if _, err := os.Stat(dir); os.IsNotExist(err) {
+		return "", nil
+	}
+	to := dir + "." + why + "-" + time.Now().UTC().Format("20060102T150405Z")
+	if err := os.Rename(dir, to); err != nil {
+		return "", fmt.Errorf("embedetcd: move %s aside: %w", dir, err)
+	}
+	return to, nil
 }
