@@ -253,20 +253,7 @@ func TestCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w, err := faults.NewWriter(strings.TrimSpace(string(dsn)), appPassword, gracefulTrial)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Interval = 100 * time.Millisecond
-		wctx, stopWriter := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { w.Run(wctx); close(done) }()
-		eventually(t, 30*time.Second, func() error {
-			if len(w.Acks()) < 20 {
-				return fmt.Errorf("writer has %d acks", len(w.Acks()))
-			}
-			return nil
-		})
+		w, stopWriter := startWriter(t, strings.TrimSpace(string(dsn)), gracefulTrial)
 
 		stopped := time.Now()
 		if err := leader.Signal(ctx, "TERM", true); err != nil {
@@ -290,7 +277,6 @@ func TestCluster(t *testing.T) {
 		})
 		time.Sleep(2 * time.Second)
 		stopWriter()
-		<-done
 		acks := w.Acks()
 		{
 			pause := faults.LongestGapAfter(acks, stopped)
@@ -485,3 +471,26 @@ for name, port in (("client-port", 2379), ("peer-port", 2380)):
     for mode in ("plain-http", "tls-no-cert", "tls-other-cluster-cert", "tls-cluster-cert"):
         print("%s %s: %s" % (name, mode, probe(port, mode)))
 `
+
+// startWriter starts the benchmark's pgx writer (one row every 100 ms,
+// through dsn, as the application role) and waits for its first 20
+// acknowledged rows; stop ends it and waits for it.
+func startWriter(t *testing.T, dsn string, trial int) (w *faults.Writer, stop func()) {
+	t.Helper()
+	w, err := faults.NewWriter(dsn, appPassword, trial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Interval = 100 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	eventually(t, 30*time.Second, func() error {
+		if n := len(w.Acks()); n < 20 {
+			return fmt.Errorf("the writer has %d writes acknowledged", n)
+		}
+		return nil
+	})
+	return w, func() { cancel(); <-done }
+}

@@ -135,20 +135,7 @@ func TestMembership(t *testing.T) {
 	t.Run("LeaveOfThePrimaryUnderWrites", func(t *testing.T) {
 		old := mustWhole(t, c, time.Minute)
 		dsn := strings.TrimSpace(mustRun(t, "dsn", "--user", "bench", "--peers", strings.Join(ips(c.Hosts), ",")))
-		w, err := faults.NewWriter(dsn, appPassword, 7001)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Interval = 100 * time.Millisecond
-		wctx, stopWriter := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { w.Run(wctx); close(done) }()
-		eventually(t, 30*time.Second, func() error {
-			if len(w.Acks()) < 20 {
-				return fmt.Errorf("%d writes acknowledged", len(w.Acks()))
-			}
-			return nil
-		})
+		w, stopWriter := startWriter(t, dsn, 7001)
 		t0 := time.Now()
 		out, err := exec.Command(nodehaBin, "leave", "--socket", old.Socket()).CombinedOutput()
 		t.Logf("nodeha leave on the primary %s (%.1fs):\n%s", old.Name, time.Since(t0).Seconds(), out)
@@ -175,7 +162,6 @@ func TestMembership(t *testing.T) {
 			return nil
 		})
 		stopWriter()
-		<-done
 		acks := w.Acks()
 		t.Logf("write pause during leave of the primary: %.2fs (%d writes acknowledged)", faults.LongestGapAfter(acks, t0).Seconds(), len(acks))
 		if lost, err := faults.Missing(ctx, leader, 7001, acks); err != nil || lost != 0 {

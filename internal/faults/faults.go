@@ -152,6 +152,15 @@ func Run(ctx context.Context, c *testcluster.Cluster, f Fault, dsn, password, va
 		return r
 	}
 	r.OldLeader = leader.Name
+	// A settled cluster: the primary's container has run for 12 s. One that
+	// dies younger restarts after a doubled delay (Docker's rule, nodeha's
+	// runner), so trials back to back would measure the crash-loop backoff
+	// of the trial before, not the fault.
+	if out, err := testcluster.Docker(ctx, "inspect", "-f", "{{.State.StartedAt}}", leader.Spilo); err == nil {
+		if started, err := time.Parse(time.RFC3339Nano, out); err == nil {
+			sleep(ctx, time.Until(started.Add(12*time.Second)))
+		}
+	}
 
 	w, err := NewWriter(dsn, password, trial)
 	if err != nil {

@@ -50,10 +50,14 @@ func run() error {
 	out := flag.String("out", "bench-results.json", "raw results (JSON)")
 	image := flag.String("image", "nodeha-spilo-test:15", "Spilo-compatible image")
 	keep := flag.Bool("keep-on-failure", false, "stop at the first failed trial and leave the cluster running for inspection")
+	report := flag.String("report", "", "print the table of these raw result files (comma-separated; a later file's fault and variant replace an earlier one's) and run nothing")
 	flag.Parse()
 	fs, err := faults.ByName(*faultNames)
 	if err != nil {
 		return err
+	}
+	if *report != "" {
+		return printReport(strings.Split(*report, ","), fs)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
@@ -171,7 +175,7 @@ func machine() string {
 
 func printTable(w *os.File, results []faults.Result, fs []faults.Fault) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "fault\tvariant\ttrials\tpause median\tpause p95\tpause max\twhole median\tlost\toverlaps\tfailed\tpause ratio\t")
+	fmt.Fprintln(tw, "fault\tvariant\ttrials\tpause median\tpause p95\tpause max\twhole median\tlost\toverlaps\tfailed\tpause vs baseline\t")
 	for _, f := range fs {
 		var baseMedian float64
 		for _, v := range variants {
@@ -200,7 +204,7 @@ func printTable(w *os.File, results []faults.Result, fs []faults.Fault) {
 			if v.Name == "baseline" {
 				baseMedian = med
 			} else if baseMedian > 0 && med > 0 {
-				ratio = fmt.Sprintf("%.1fx faster", baseMedian/med)
+				ratio = fmt.Sprintf("%.2fx", med/baseMedian)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%.2fs\t%.2fs\t%.2fs\t%.1fs\t%d\t%d\t%d\t%s\t\n",
 				f.Name, v.Name, n, med, quantile(pauses, 0.95), quantile(pauses, 1), quantile(wholes, 0.5), lost, overlaps, failed, ratio)
@@ -218,4 +222,34 @@ func quantile(xs []float64, q float64) float64 {
 	slices.Sort(s)
 	i := int(q*float64(len(s))+0.999999) - 1
 	return s[max(0, min(i, len(s)-1))]
+}
+
+// printReport prints the table of saved runs. A later file's results for a
+// fault and variant replace an earlier file's (a re-run of one fault).
+func printReport(files []string, fs []faults.Fault) error {
+	var merged []faults.Result
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		var run struct {
+			Machine string          `json:"machine"`
+			Started time.Time       `json:"started"`
+			Results []faults.Result `json:"results"`
+		}
+		if err := json.Unmarshal(b, &run); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		redone := map[[2]string]bool{}
+		for _, r := range run.Results {
+			redone[[2]string{r.Fault, r.Variant}] = true
+		}
+		merged = slices.DeleteFunc(merged, func(r faults.Result) bool { return redone[[2]string{r.Fault, r.Variant}] })
+		merged = append(merged, run.Results...)
+		fmt.Printf("%s: %d trials, started %s, %s\n", f, len(run.Results), run.Started.Format(time.RFC3339), run.Machine)
+	}
+	fmt.Println()
+	printTable(os.Stdout, merged, fs)
+	return nil
 }
