@@ -238,7 +238,7 @@ func (c *Config) Validate() error {
 		// A host that joins is given some existing hosts; one with etcd
 		// data restarts from it, the list is then only where Patroni starts
 		// looking (a host that joined restarts with `nodeha run`).
-		if c.AdvertiseIP.IsValid() && !seen[c.AdvertiseIP.String()] && !c.Join && !hasEtcdData(c.EtcdDir()) {
+		if c.AdvertiseIP.IsValid() && !seen[c.AdvertiseIP.String()] && !c.Join && !HasEtcdData(c.EtcdDir()) {
 			add("PEERS", "peers", "does not contain this host's address %s (from NODEHA_ADVERTISE/--advertise)", c.AdvertiseIP)
 		}
 	}
@@ -436,7 +436,7 @@ func (c *Config) resolveToken() []error {
 	case c.Token != "" && stored != "" && c.Token != stored:
 		add("differs from the token this host already belongs to (%s); a host changes clusters only with `nodeha join`", c.TokenFile())
 		return errs
-	case c.Token == "" && c.MayGenerateToken && !c.Join && len(c.Peers) == 1 && !hasEtcdData(c.EtcdDir()):
+	case c.Token == "" && c.MayGenerateToken && !c.Join && len(c.Peers) == 1 && !HasEtcdData(c.EtcdDir()):
 		c.Token, c.TokenGenerated = trust.GenerateToken(), true
 	case c.Token == "":
 		add("is required: run `nodeha token generate` once and give every host the same token (a new one-host cluster makes its own)")
@@ -477,7 +477,8 @@ func (c *Config) DerivedPassword(purpose, value string) bool {
 	return c.Identity != nil && c.Identity.Password(purpose) == value
 }
 
-func hasEtcdData(dir string) bool {
+// HasEtcdData reports whether dir holds an etcd member's WAL.
+func HasEtcdData(dir string) bool {
 	ents, err := os.ReadDir(filepath.Join(dir, "member", "wal"))
 	return err == nil && len(ents) > 0
 }

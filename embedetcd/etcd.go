@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -96,10 +95,7 @@ func mustURL(scheme, host string, port int) url.URL {
 }
 
 // HasData reports whether dir holds an etcd member's WAL.
-func HasData(dir string) bool {
-	ents, err := os.ReadDir(filepath.Join(dir, "member", "wal"))
-	return err == nil && len(ents) > 0
-}
+func HasData(dir string) bool { return config.HasEtcdData(dir) }
 
 // Start starts the member. With an existing data dir the member restarts
 // from it (the peer list is then only informative); otherwise it bootstraps

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -44,6 +43,30 @@ func CheckPeer(ctx context.Context, addr string, clientTLS *tls.Config) error {
 	return c.Close()
 }
 
+// CheckPeers runs CheckPeer on every peer (an address, or host:port when
+// the port differs from port) and returns the https endpoints of those
+// that are of the cluster, and the errors of the others. A foreign peer
+// stops the checks: its error comes first and alone, since it means wrong
+// peers or a wrong token.
+func CheckPeers(ctx context.Context, peers []string, port int, clientTLS *tls.Config) (endpoints []string, errs []error) {
+	for _, p := range peers {
+		addr := p
+		if _, _, err := net.SplitHostPort(p); err != nil {
+			addr = net.JoinHostPort(p, fmt.Sprint(port))
+		}
+		err := CheckPeer(ctx, addr, clientTLS)
+		switch {
+		case errors.Is(err, ErrForeignPeer):
+			return nil, []error{err}
+		case err != nil:
+			errs = append(errs, err)
+		default:
+			endpoints = append(endpoints, "https://"+addr)
+		}
+	}
+	return endpoints, errs
+}
+
 func hostOf(hostport string) string {
 	h, _, err := net.SplitHostPort(hostport)
 	if err != nil {
@@ -70,22 +93,9 @@ type JoinResult struct {
 // error stops the join.
 func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, check func(context.Context, *clientv3.Client) error, log *slog.Logger) (JoinResult, error) {
 	var res JoinResult
-	var endpoints []string
-	var errs []error
-	for _, p := range peers {
-		addr := p
-		if _, _, err := net.SplitHostPort(p); err != nil {
-			addr = net.JoinHostPort(p, fmt.Sprint(c.ClientPort))
-		}
-		err := CheckPeer(ctx, addr, clientTLS)
-		switch {
-		case errors.Is(err, ErrForeignPeer):
-			return res, err // one foreign peer is enough to stop: wrong --peers or wrong token
-		case err != nil:
-			errs = append(errs, err)
-		default:
-			endpoints = append(endpoints, "https://"+addr)
-		}
+	endpoints, errs := CheckPeers(ctx, peers, c.ClientPort, clientTLS)
+	if len(errs) > 0 && errors.Is(errs[0], ErrForeignPeer) {
+		return res, errs[0]
 	}
 	if len(endpoints) == 0 {
 		return res, fmt.Errorf("embedetcd: join: no peer answers: %w", errors.Join(errs...))
@@ -142,7 +152,7 @@ func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, 
 			// Added as a learner before, never started (a join that was
 			// interrupted): start as that member.
 			if hasData {
-				if res.MovedAside, err = moveAside(c.Dir); err != nil {
+				if res.MovedAside, err = MoveAside(c.Dir, "stale"); err != nil {
 					return res, err
 				}
 			}
@@ -152,7 +162,7 @@ func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, 
 		if hasData && res.MovedAside == "" {
 			// This host was a member of this cluster once and has been
 			// removed (or the cluster was recovered without it).
-			if res.MovedAside, err = moveAside(c.Dir); err != nil {
+			if res.MovedAside, err = MoveAside(c.Dir, "stale"); err != nil {
 				return res, err
 			}
 			log.Warn("etcd: this host's old member data is not part of the cluster any more; moved it aside (kept)", "dir", res.MovedAside)
@@ -191,7 +201,6 @@ func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, 
 
 type memberInfo struct {
 	id       uint64
-	name     string
 	peerURLs []string
 	started  bool
 }
@@ -205,7 +214,7 @@ func memberList(ctx context.Context, cli *clientv3.Client) ([]memberInfo, error)
 	}
 	var out []memberInfo
 	for _, m := range resp.Members {
-		out = append(out, memberInfo{id: m.ID, name: m.Name, peerURLs: m.PeerURLs, started: m.Name != "" && len(m.ClientURLs) > 0})
+		out = append(out, memberInfo{id: m.ID, peerURLs: m.PeerURLs, started: m.Name != "" && len(m.ClientURLs) > 0})
 	}
 	return out, nil
 }
@@ -225,15 +234,6 @@ func initialCluster(members []memberInfo) string {
 		}
 	}
 	return strings.Join(ic, ",")
-}
-
-// moveAside renames dir to dir.stale-TIMESTAMP and returns the new name.
-func moveAside(dir string) (string, error) {
-	to := dir + ".stale-" + time.Now().UTC().Format("20060102T150405Z")
-	if err := os.Rename(dir, to); err != nil {
-		return "", fmt.Errorf("embedetcd: move the stale data dir aside: %w", err)
-	}
-	return to, nil
 }
 
 // Promote makes this learner a voting member once it has caught up,

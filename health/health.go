@@ -181,12 +181,7 @@ func (s *Server) Close() error {
 // Do asks the daemon behind socket for an action (path, e.g. "/leave") and
 // returns its message, or its refusal as the error.
 func Do(ctx context.Context, socket, path string) (string, error) {
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-	}}
+	hc := socketClient(socket)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://nodeha"+path, nil)
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -208,12 +203,7 @@ func Do(ctx context.Context, socket, path string) (string, error) {
 // whether the node is healthy or not; err is set only when there is no
 // report at all.
 func Get(ctx context.Context, socket string) (Report, error) {
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-	}}
+	hc := socketClient(socket)
 	var rep Report
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://nodeha/health", nil)
 	resp, err := hc.Do(req)
@@ -229,4 +219,14 @@ func Get(ctx context.Context, socket string) (Report, error) {
 		return rep, fmt.Errorf("health: decode (status %d): %w", resp.StatusCode, err)
 	}
 	return rep, nil
+}
+
+// socketClient is an HTTP client whose every request goes to socket.
+func socketClient(socket string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}
 }

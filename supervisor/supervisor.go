@@ -460,18 +460,12 @@ func preflightJoin(ctx context.Context, cfg *config.Config, log *slog.Logger) er
 	if err != nil {
 		return err
 	}
-	var endpoints []string
-	for _, p := range cfg.OtherPeers() {
-		addr := config.HostPort(p, cfg.EtcdClientPort)
-		err := embedetcd.CheckPeer(ctx, addr, clientTLS)
-		switch {
-		case errors.Is(err, embedetcd.ErrForeignPeer):
+	endpoints, errs := embedetcd.CheckPeers(ctx, cfg.OtherPeers(), cfg.EtcdClientPort, clientTLS)
+	for _, err := range errs {
+		if errors.Is(err, embedetcd.ErrForeignPeer) {
 			return fmt.Errorf("NODEHA_PEERS (--peers): %w", err)
-		case err != nil:
-			log.Warn("join: peer does not answer", "peer", addr, "err", err)
-		default:
-			endpoints = append(endpoints, "https://"+addr)
 		}
+		log.Warn("join: peer does not answer", "err", err)
 	}
 	if len(endpoints) == 0 {
 		return nil // Join waits for them
