@@ -1,23 +1,38 @@
 # nodeha: see README.md.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/nodeha/nodeha/cli.Version=$(VERSION)
-SPILO_TEST_IMAGE ?= nodeha-spilo-test:15
+# The Spilo generation of the demo and the benchmark: 3.0-p1 (the recipe's
+# spilo-15, PostgreSQL 15, Patroni 3.0) or 4.0-p3 (spilo-17, PostgreSQL 17,
+# Patroni 4.0). The end-to-end tests run both.
+SPILO ?= 3.0-p1
+GENERATIONS ?= 3.0-p1 4.0-p3
+# Where the real Spilo files of each tag are: SPILO_ROOT/<tag>/postgres-appliance.
+SPILO_ROOT ?= $(abspath ../shared/spilo)
 HOST_TEST_IMAGE ?= nodeha-host-test:bookworm
+E2E_LOGS ?= e2e-logs
 
-.PHONY: build image demo demo-down test unit e2e lint bench clean
+.PHONY: build deps image image-% demo demo-down test unit e2e e2e-% lint bench clean
 
 ## build: the static, stripped binary in bin/nodeha
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/nodeha .
 
-## image: the Spilo-compatible test image and the systemd + cloud-init test host image (debootstrap + docker import; cached)
-image:
-	bash testimage/build.sh --image $(SPILO_TEST_IMAGE)
+## deps: what the image builds need (debootstrap), installed with apt when missing
+deps:
+	@bash testimage/deps.sh
+
+## image: the Spilo test images of every generation (the real Spilo scripts
+## on Debian's packages) and the systemd + cloud-init test host (cached)
+image: deps
+	SPILO_ROOT=$(SPILO_ROOT) bash testimage/images.sh $(GENERATIONS)
 	bash testimage/build-host.sh --image $(HOST_TEST_IMAGE)
 
-## demo: build everything and start a local three-host cluster
-demo: build image
-	go run ./internal/cmd/demo up
+image-%: deps
+	SPILO_SRC=$(SPILO_ROOT)/$* bash testimage/build.sh --tag $*
+
+## demo: build everything and start a local three-host cluster (SPILO=3.0-p1|4.0-p3)
+demo: build deps image-$(SPILO)
+	go run ./internal/cmd/demo -spilo $(SPILO) up
 
 ## demo-down: remove the demo cluster and its data
 demo-down:
@@ -34,16 +49,22 @@ lint:
 unit:
 	go test -count=1 ./...
 
-## e2e: end-to-end tests on three simulated hosts (needs Docker and the image)
+## e2e: the end-to-end suites on three simulated hosts, once per Spilo
+## generation, the generations at the same time (logs in E2E_LOGS/<tag>.log)
 e2e: image
-	go test -tags e2e -count=1 -v -timeout 60m ./e2e
+	@bash testimage/e2e.sh $(E2E_LOGS) $(GENERATIONS)
+
+## e2e-TAG: the end-to-end suites on one generation, in the foreground
+e2e-%: image-% 
+	bash testimage/build-host.sh --image $(HOST_TEST_IMAGE)
+	NODEHA_E2E_SPILO=$* go test -tags e2e -count=1 -v -timeout 80m ./e2e
 
 ## test: everything CI runs
 test: lint unit e2e
 
 ## bench: the fault benchmark (baseline vs nodeha, 10 trials per fault)
-bench: image
-	go run ./internal/cmd/bench -trials $(or $(TRIALS),10) -out bench-results.json
+bench: image-$(SPILO)
+	go run ./internal/cmd/bench -spilo $(SPILO) -trials $(or $(TRIALS),10) -out bench-results.json
 
 clean:
 	rm -rf bin

@@ -242,11 +242,17 @@ func printStatus(w io.Writer, r health.Report) {
 	if c.LastExitCode != nil {
 		line += fmt.Sprintf(", last exit %d at %s", *c.LastExitCode, c.LastExitAt.Format(time.RFC3339))
 	}
+	if c.NodehaRestarts > 0 {
+		line += fmt.Sprintf(", %d by nodeha (last at %s: %s)", c.NodehaRestarts, c.LastRestartAt.Format(time.RFC3339), c.LastRestartReason)
+	}
 	fmt.Fprintln(w, line)
 	if p := r.Patroni; p != nil {
-		if !p.Reachable {
+		switch {
+		case !p.Reachable && !p.NotAnsweringSince.IsZero():
+			fmt.Fprintf(w, "patroni   not answering for %s\n", r.Time.Sub(p.NotAnsweringSince).Round(time.Second))
+		case !p.Reachable:
 			fmt.Fprintf(w, "patroni   not answering\n")
-		} else {
+		default:
 			lag := "lag unknown"
 			if p.LagBytes >= 0 {
 				lag = fmt.Sprintf("lag %d bytes", p.LagBytes)

@@ -61,6 +61,8 @@ type Config struct {
 	PostgresUID   int           `envconfig:"NODEHA_POSTGRES_UID" flag:"postgres-uid" default:"101" desc:"uid of the postgres user inside the image; owns the host directories"`
 	PostgresGID   int           `envconfig:"NODEHA_POSTGRES_GID" flag:"postgres-gid" default:"103" desc:"gid of the postgres group inside the image"`
 
+	PatroniDeadAfter time.Duration `envconfig:"NODEHA_PATRONI_DEAD_AFTER" flag:"patroni-dead-after" default:"60s" desc:"restart the Spilo container (with backoff) when it runs but Patroni's REST API has not answered for this long since the container started or Patroni last answered (a busy Patroni, starting or recovering, still answers); 0 turns it off"`
+
 	EtcdClientPort       int           `envconfig:"NODEHA_ETCD_CLIENT_PORT" flag:"etcd-client-port" default:"2379" desc:"etcd client port (advertise address and 127.0.0.1)"`
 	EtcdPeerPort         int           `envconfig:"NODEHA_ETCD_PEER_PORT" flag:"etcd-peer-port" default:"2380" desc:"etcd peer port (advertise address)"`
 	EtcdHeartbeat        time.Duration `envconfig:"NODEHA_ETCD_HEARTBEAT" flag:"etcd-heartbeat" default:"200ms" desc:"etcd heartbeat interval"`
@@ -268,6 +270,11 @@ func (c *Config) Validate() error {
 	}
 	if c.StopTimeout < 10*time.Second {
 		add("STOP_TIMEOUT", "stop-timeout", "%v is too short for Patroni to stop PostgreSQL cleanly (at least 10s)", c.StopTimeout)
+	}
+	// Below 10s a poll (every 2s, 2s timeout) or two lost to a loaded host
+	// would restart a healthy container.
+	if c.PatroniDeadAfter < 0 || (c.PatroniDeadAfter > 0 && c.PatroniDeadAfter < 10*time.Second) {
+		add("PATRONI_DEAD_AFTER", "patroni-dead-after", "%v: want 0 (off) or at least 10s", c.PatroniDeadAfter)
 	}
 	if c.ShmSizeMB < 64 {
 		add("SHM_SIZE_MB", "shm-size-mb", "%d is below 64", c.ShmSizeMB)

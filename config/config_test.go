@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-sockaddr/template"
 
@@ -284,6 +285,26 @@ func TestValidateOverlayMustBeAFile(t *testing.T) {
 	err := c.Validate()
 	if !hasLine(errLines(err), "NODEHA_PATRONI_OVERLAY (--patroni-overlay): ", "missing.yml") {
 		t.Errorf("Validate() = %v, want a line naming the missing overlay", err)
+	}
+}
+
+// The Patroni check is off at 0; on, it needs room for a lost poll or two.
+func TestValidatePatroniDeadAfter(t *testing.T) {
+	clearEnv(t)
+	if c := load(t, validArgs...); c.PatroniDeadAfter != 60*time.Second {
+		t.Errorf("default PatroniDeadAfter = %v, want 60s", c.PatroniDeadAfter)
+	}
+	for _, ok := range []string{"0", "10s", "5m"} {
+		if err := load(t, append(validArgs, "--patroni-dead-after="+ok)...).Validate(); err != nil {
+			t.Errorf("--patroni-dead-after=%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"-1s", "3s"} {
+		err := load(t, append(validArgs, "--patroni-dead-after="+bad)...).Validate()
+		lines := errLines(err)
+		if len(lines) != 1 || !hasLine(lines, "NODEHA_PATRONI_DEAD_AFTER (--patroni-dead-after): ", "want 0 (off) or at least 10s") {
+			t.Errorf("--patroni-dead-after=%s: Validate() = %v, want one line naming the setting", bad, err)
+		}
 	}
 }
 

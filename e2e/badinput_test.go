@@ -64,7 +64,7 @@ func TestBadInput(t *testing.T) {
 				"NODEHA_POSTGRES_DIR":   filepath.Join(dir, "postgresql"),
 				"NODEHA_LOG_DIR":        filepath.Join(dir, "log"),
 				"NODEHA_SOCKET":         filepath.Join(dir, "run", "nodeha.sock"),
-				"NODEHA_CONTAINER_NAME": "nodeha-e2e-badinput",
+				"NODEHA_CONTAINER_NAME": prefix("badinput"),
 				// Never reached: every case fails before etcd starts.
 				"NODEHA_ETCD_CLIENT_PORT": "23791", "NODEHA_ETCD_PEER_PORT": "23801",
 			}

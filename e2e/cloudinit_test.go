@@ -34,9 +34,9 @@ func TestCloudInit(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(bin)
-	const webIP = "172.28.6.5"
-	if _, err := testcluster.Docker(ctx, "run", "-d", "--name", sdPrefix+"-http", "--network", c.Network(), "--ip", webIP,
-		"--label", "io.nodeha.testcluster="+sdPrefix, "-v", filepath.Dir(nodehaBin)+":/srv:ro",
+	webIP := addr(sdNet, 5)
+	if _, err := testcluster.Docker(ctx, "run", "-d", "--name", c.Opts.Prefix+"-http", "--network", c.Network(), "--ip", webIP,
+		"--label", "io.nodeha.testcluster="+c.Opts.Prefix, "-v", filepath.Dir(nodehaBin)+":/srv:ro",
 		spiloImage, "python3", "-m", "http.server", "8080", "--bind", webIP, "--directory", "/srv"); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestCloudInit(t *testing.T) {
 		}
 		seed := filepath.Join(h.Dir, "seed")
 		os.MkdirAll(seed, 0o700)
-		meta := fmt.Sprintf("instance-id: %s-%s\nlocal-hostname: %s\n", sdPrefix, h.Name, h.Name)
+		meta := fmt.Sprintf("instance-id: %s-%s\nlocal-hostname: %s\n", c.Opts.Prefix, h.Name, h.Name)
 		if err := os.WriteFile(filepath.Join(seed, "user-data"), []byte(ud), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -141,7 +141,7 @@ func TestCloudInit(t *testing.T) {
 	seed := filepath.Join(h4.Dir, "seed")
 	os.MkdirAll(seed, 0o700)
 	os.WriteFile(filepath.Join(seed, "user-data"), []byte(ud), 0o600)
-	os.WriteFile(filepath.Join(seed, "meta-data"), []byte(fmt.Sprintf("instance-id: %s-%s\nlocal-hostname: %s\n", sdPrefix, h4.Name, h4.Name)), 0o600)
+	os.WriteFile(filepath.Join(seed, "meta-data"), []byte(fmt.Sprintf("instance-id: %s-%s\nlocal-hostname: %s\n", c.Opts.Prefix, h4.Name, h4.Name)), 0o600)
 	boot = time.Now()
 	if err := bootHost(ctx, c, h4, "-v", seed+":/var/lib/cloud/seed/nocloud:ro"); err != nil {
 		t.Fatal(err)
@@ -180,7 +180,7 @@ func TestCloudInitEmbedded(t *testing.T) {
 	seed := filepath.Join(h.Dir, "seed")
 	os.MkdirAll(seed, 0o700)
 	os.WriteFile(filepath.Join(seed, "user-data"), []byte(ud), 0o600)
-	os.WriteFile(filepath.Join(seed, "meta-data"), []byte("instance-id: "+sdPrefix+"-embedded\nlocal-hostname: "+h.Name+"\n"), 0o600)
+	os.WriteFile(filepath.Join(seed, "meta-data"), []byte("instance-id: "+c.Opts.Prefix+"-embedded\nlocal-hostname: "+h.Name+"\n"), 0o600)
 	t.Logf("user-data with the embedded binary: %.1f MB", float64(len(ud))/1e6)
 
 	boot := time.Now()

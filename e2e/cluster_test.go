@@ -33,11 +33,10 @@ const gracefulTrial = 1
 // restart of the whole cluster. Each step starts from a whole cluster.
 func TestCluster(t *testing.T) {
 	ctx := context.Background()
-	c, err := testcluster.New(testcluster.Options{
-		Prefix: "nodeha-e2e", Subnet: "172.28.5.0/24", Hosts: 3, BaseDir: t.TempDir(),
-		NodehaImage: "nodeha-e2e:test", SpiloImage: spiloImage, Overlay: overlayYML,
-		Scope: "e2e-cluster",
-	})
+	c, err := testcluster.New(clusterOpts("c", 5, testcluster.Options{
+		Hosts: 3, BaseDir: t.TempDir(), Scope: "e2e-cluster",
+		Env: []string{"NODEHA_PATRONI_DEAD_AFTER=30s"},
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +45,7 @@ func TestCluster(t *testing.T) {
 		if t.Failed() {
 			for _, h := range c.Hosts {
 				t.Logf("=== nodeha log of %s ===\n%s", h.Name, tail(h.Logs(ctx), 60))
-				out, _ := testcluster.Docker(ctx, "logs", "--tail", "40", h.Spilo)
+				out := h.SpiloLogs(ctx, 40)
 				t.Logf("=== spilo log of %s ===\n%s", h.Name, out)
 			}
 		}
@@ -77,6 +76,39 @@ func TestCluster(t *testing.T) {
 					t.Errorf("%s: show %s = %q (%v), want %q", h.Name, k, got, err, v)
 				}
 			}
+		}
+	})
+
+	// The real Spilo scripts run, and what they would leave behind does not:
+	// the image's own launch.sh, the major nodeha asked for, no
+	// pg_receivewal left running by a replica's creation (and no wal_fast/
+	// growing beside the data), and the directories launch.sh leaves to
+	// root owned by postgres.
+	t.Run("RealSpiloScripts", func(t *testing.T) {
+		for _, h := range c.Hosts {
+			if out, err := testcluster.Docker(ctx, "exec", h.Spilo, "pgrep", "-f", "runsvdir -P /etc/service"); err != nil || out == "" {
+				t.Errorf("%s: Spilo's runit is not running (%v)", h.Name, err)
+			}
+			if got, err := h.Psql(ctx, "show server_version_num"); err != nil || !strings.HasPrefix(got, gen.PGVersion) {
+				t.Errorf("%s: server_version_num %q (%v), want PostgreSQL %s", h.Name, got, err, gen.PGVersion)
+			}
+			if out, _ := testcluster.Docker(ctx, "exec", h.Spilo, "pgrep", "-a", "pg_receivewal"); out != "" {
+				t.Errorf("%s: pg_receivewal still running: %s", h.Name, out)
+			}
+			if _, err := os.Stat(filepath.Join(h.Dir, "postgresql", "wal_fast")); err == nil {
+				t.Errorf("%s: wal_fast/ exists beside the data directory", h.Name)
+			}
+			for _, d := range []string{"/var/lib/postgresql/data/pgdata", "/var/run/postgresql", "/var/lib/postgresql/data/pg_log"} {
+				if out, err := testcluster.Docker(ctx, "exec", h.Spilo, "stat", "-c", "%U", d); err != nil || out != "postgres" {
+					t.Errorf("%s: %s owned by %q (%v), want postgres", h.Name, d, out, err)
+				}
+			}
+		}
+		// Replicas stream from the primary with no other walsender (the
+		// stray pg_receivewal held one).
+		leader := mustWhole(t, c, time.Minute)
+		if got, err := leader.Psql(ctx, "select count(*) from pg_stat_replication where application_name not in ("+replicaNames(c, leader)+")"); err != nil || got != "0" {
+			t.Errorf("primary %s: %s walsenders besides the replicas' (%v)", leader.Name, got, err)
 		}
 	})
 
@@ -175,7 +207,10 @@ func TestCluster(t *testing.T) {
 			}
 			wantRole := "replica"
 			if h == leader {
-				wantRole = "master"
+				wantRole = "master" // Patroni 3
+				if gen.Tag == "4.0-p3" {
+					wantRole = "primary" // Patroni 4
+				}
 			}
 			if rep.Patroni.Role != wantRole {
 				t.Errorf("%s: patroni role %q, want %q", h.Name, rep.Patroni.Role, wantRole)
@@ -206,6 +241,63 @@ func TestCluster(t *testing.T) {
 		})
 		mustWhole(t, c, 3*time.Minute)
 		t.Logf("killed container back, one leader and two streaming replicas after %.1fs", time.Since(killed).Seconds())
+	})
+
+	// A running container whose Patroni is gone is a dead node: runit gave
+	// up on it (the real finish script stops after 5 failures; `sv stop`
+	// leaves it the same way), or it hangs (SIGSTOP). nodeha sees the REST
+	// API silent for NODEHA_PATRONI_DEAD_AFTER (30s here), says so in
+	// /health, restarts the container, and the host streams again.
+	t.Run("PatroniGoneIsRestarted", func(t *testing.T) {
+		leader := mustWhole(t, c, time.Minute)
+		replica := c.Hosts[0]
+		if replica == leader {
+			replica = c.Hosts[1]
+		}
+		for _, fault := range []struct{ name, cmd string }{
+			// sv waits 7 s by default, and the finish script's own `sv
+			// stop .` holds the service in "finish" about that long.
+			{"runit gave up", "sv -w 60 stop patroni"},
+			// Anchored: the pattern must not match this sh -c itself.
+			{"hung", "pkill -STOP -f '^[^ ]*python3[^ ]* /usr/bin/patroni '"},
+		} {
+			before := mustHealth(t, replica).Container
+			pmStart := mustPsql(t, replica, "select pg_postmaster_start_time()")
+			gone := time.Now()
+			if out, err := testcluster.Docker(ctx, "exec", replica.Spilo, "sh", "-c", fault.cmd); err != nil {
+				t.Fatalf("%s: %v %s", fault.name, err, out)
+			}
+			sawSilent := false
+			eventually(t, 2*time.Minute, func() error {
+				rep, err := replica.Health(ctx)
+				if err != nil {
+					return err
+				}
+				if !rep.Patroni.Reachable && !rep.Patroni.NotAnsweringSince.IsZero() && !rep.Healthy {
+					sawSilent = true
+				}
+				if rep.Container.NodehaRestarts <= before.NodehaRestarts || !rep.Container.Running {
+					return fmt.Errorf("nodeha restarts %d, running %v, reasons %v", rep.Container.NodehaRestarts, rep.Container.Running, rep.Reasons)
+				}
+				return nil
+			})
+			if !sawSilent {
+				t.Errorf("%s: /health never reported Patroni silent before the restart", fault.name)
+			}
+			if time.Since(gone) < 25*time.Second {
+				t.Errorf("%s: container restarted %.1fs after Patroni went away, before NODEHA_PATRONI_DEAD_AFTER (30s)", fault.name, time.Since(gone).Seconds())
+			}
+			mustWhole(t, c, 3*time.Minute)
+			if got := mustPsql(t, replica, "select pg_postmaster_start_time()"); got == pmStart {
+				t.Errorf("%s: PostgreSQL on %s was not restarted", fault.name, replica.Name)
+			}
+			t.Logf("%s: %s streams again %.1fs after Patroni went away", fault.name, replica.Name, time.Since(gone).Seconds())
+		}
+		// Merely busy is not gone: through all of the above the primary
+		// was never restarted by nodeha.
+		if n := mustHealth(t, leader).Container.NodehaRestarts; n != 0 {
+			t.Errorf("primary %s restarted by nodeha %d times", leader.Name, n)
+		}
 	})
 
 	t.Run("NodehaRestartKeepsPostgres", func(t *testing.T) {
@@ -263,8 +355,8 @@ func TestCluster(t *testing.T) {
 		if code, _ := leader.NodehaExitCode(ctx); code != 0 {
 			t.Errorf("nodeha exit code after SIGTERM: %d, want 0", code)
 		}
-		if running, _ := testcluster.Docker(ctx, "inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", leader.Spilo); running != "false 0" {
-			t.Errorf("spilo container after nodeha SIGTERM: running/exit %q, want stopped cleanly", running)
+		if err := leader.CheckCleanStop(ctx); err != nil {
+			t.Errorf("after nodeha SIGTERM: %v", err)
 		}
 		// Writes resume on another host.
 		eventually(t, time.Minute, func() error {
@@ -493,4 +585,15 @@ func startWriter(t *testing.T, dsn string, trial int) (w *faults.Writer, stop fu
 		return nil
 	})
 	return w, func() { cancel(); <-done }
+}
+
+// replicaNames is the SQL list of the names of every host but leader.
+func replicaNames(c *testcluster.Cluster, leader *testcluster.Host) string {
+	var n []string
+	for _, h := range c.Hosts {
+		if h != leader {
+			n = append(n, "'"+h.Name+"'")
+		}
+	}
+	return strings.Join(n, ",")
 }

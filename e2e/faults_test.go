@@ -21,11 +21,10 @@ import (
 // two hosts accept writes at the same moment.
 func TestFaults(t *testing.T) {
 	ctx := context.Background()
-	c, err := testcluster.New(testcluster.Options{
-		Prefix: "nodeha-e2e-f", Subnet: "172.28.9.0/24", Hosts: 3, BaseDir: t.TempDir(),
-		NodehaImage: "nodeha-e2e:test", SpiloImage: spiloImage, Overlay: overlayYML,
+	c, err := testcluster.New(clusterOpts("f", 9, testcluster.Options{
+		Hosts: 3, BaseDir: t.TempDir(),
 		Scope: "e2e-faults", Env: []string{"NODEHA_SYNCHRONOUS=true"},
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +33,7 @@ func TestFaults(t *testing.T) {
 		if t.Failed() {
 			for _, h := range c.Hosts {
 				t.Logf("=== nodeha log of %s ===\n%s", h.Name, tail(h.Logs(ctx), 40))
-				out, _ := testcluster.Docker(ctx, "logs", "--tail", "40", h.Spilo)
+				out := h.SpiloLogs(ctx, 40)
 				t.Logf("=== spilo log of %s ===\n%s", h.Name, out)
 			}
 		}

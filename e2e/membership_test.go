@@ -27,11 +27,10 @@ import (
 // must be refused.
 func TestMembership(t *testing.T) {
 	ctx := context.Background()
-	c, err := testcluster.New(testcluster.Options{
-		Prefix: "nodeha-e2e-m", Subnet: "172.28.10.0/24", Hosts: 3, BaseDir: t.TempDir(),
-		NodehaImage: "nodeha-e2e:test", SpiloImage: spiloImage, Overlay: overlayYML,
+	c, err := testcluster.New(clusterOpts("m", 10, testcluster.Options{
+		Hosts: 3, BaseDir: t.TempDir(),
 		Scope: "e2e-members", Env: []string{"NODEHA_SYNCHRONOUS=true"},
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,10 +310,9 @@ func mustRun(t *testing.T, args ...string) string {
 // writable primary, and the two others come back with `nodeha join`.
 func TestQuorumLoss(t *testing.T) {
 	ctx := context.Background()
-	c, err := testcluster.New(testcluster.Options{
-		Prefix: "nodeha-e2e-q", Subnet: "172.28.11.0/24", Hosts: 3, BaseDir: t.TempDir(),
-		NodehaImage: "nodeha-e2e:test", SpiloImage: spiloImage, Overlay: overlayYML, Scope: "e2e-quorum",
-	})
+	c, err := testcluster.New(clusterOpts("q", 11, testcluster.Options{
+		Hosts: 3, BaseDir: t.TempDir(), Scope: "e2e-quorum",
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

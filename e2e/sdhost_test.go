@@ -24,8 +24,7 @@ import (
 // that the unit's Requires=docker.service means what it means on a VM.
 const (
 	hostImage = "nodeha-host-test:bookworm"
-	sdPrefix  = "nodeha-e2e-sd"
-	sdSubnet  = "172.28.6.0/24"
+	sdNet     = 6 // third octet of the systemd hosts' network
 )
 
 // sdCluster is a testcluster whose hosts are systemd machines: the host
@@ -40,11 +39,10 @@ func sdCluster(t *testing.T, ctx context.Context) *testcluster.Cluster {
 			t.Fatalf("%v (make image)", err)
 		}
 	}
-	c, err := testcluster.New(testcluster.Options{
-		Prefix: sdPrefix, Subnet: sdSubnet, Hosts: 3, BaseDir: t.TempDir(),
-		SpiloImage: spiloImage, Overlay: overlayYML, Scope: "e2e-sd",
+	c, err := testcluster.New(clusterOpts("sd", sdNet, testcluster.Options{
+		Hosts: 3, BaseDir: t.TempDir(), Scope: "e2e-sd",
 		Env: []string{"NODEHA_TEST_HOOKS=true"},
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +59,7 @@ func sdCluster(t *testing.T, ctx context.Context) *testcluster.Cluster {
 			for _, h := range c.Hosts {
 				out, _ := testcluster.Docker(ctx, "exec", h.Holder, "journalctl", "--no-pager", "-n", "80", "-u", "nodeha", "-u", "cloud-final")
 				t.Logf("=== journal of %s ===\n%s", h.Name, out)
-				out, _ = testcluster.Docker(ctx, "logs", "--tail", "30", h.Spilo)
+				out = h.SpiloLogs(ctx, 30)
 				t.Logf("=== spilo log of %s ===\n%s", h.Name, out)
 			}
 		}
@@ -72,7 +70,7 @@ func sdCluster(t *testing.T, ctx context.Context) *testcluster.Cluster {
 		}
 		c.Down(ctx, false)
 	})
-	if _, err := testcluster.Docker(ctx, "network", "create", "--subnet", sdSubnet, c.Network()); err != nil {
+	if _, err := testcluster.Docker(ctx, "network", "create", "--subnet", c.Opts.Subnet, c.Network()); err != nil {
 		t.Fatal(err)
 	}
 	for _, h := range c.Hosts {
@@ -96,7 +94,7 @@ func sdCluster(t *testing.T, ctx context.Context) *testcluster.Cluster {
 // arguments (mounts).
 func bootHost(ctx context.Context, c *testcluster.Cluster, h *testcluster.Host, extra ...string) error {
 	args := []string{"run", "-d", "--name", h.Holder, "--hostname", h.Name,
-		"--network", c.Network(), "--ip", h.IP, "--label", "io.nodeha.testcluster=" + sdPrefix,
+		"--network", c.Network(), "--ip", h.IP, "--label", "io.nodeha.testcluster=" + c.Opts.Prefix,
 		"--tmpfs", "/run", "--tmpfs", "/run/lock", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
 		"-e", "container=docker",
 		"-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", h.Dir + ":" + h.Dir}

@@ -36,11 +36,11 @@ func TestGeneratedFilesPassCheckers(t *testing.T) {
 		}
 	}
 	gen("url.user-data", "cloud-init", "--name=pg1", "--peers=10.0.0.1,10.0.0.2,10.0.0.3",
-		"--patroni-overlay="+overlayYML, "--binary-url=https://example.com/nodeha", "--binary-sha256="+strings.Repeat("ab", 32))
+		"--patroni-overlay="+filepath.Join(repoRoot, "testimage", "overlay-3.0-p1.yml"), "--binary-url=https://example.com/nodeha", "--binary-sha256="+strings.Repeat("ab", 32))
 	gen("join.user-data", "cloud-init", "--name=pg4", "--peers=10.0.0.1,10.0.0.2", "--join",
 		"--binary-url=https://example.com/nodeha", "--binary-sha256="+strings.Repeat("ab", 32))
 	gen("embedded.user-data", "cloud-init", "--name=pg1", "--peers=10.0.0.1", "--advertise=10.0.0.1",
-		"--embed-binary="+filepath.Join(repoRoot, "testimage", "launch.sh"))
+		"--embed-binary="+filepath.Join(repoRoot, "testimage", "build.sh"))
 
 	// The unit exactly as install writes it: --dry-run prints it between
 	// its "# would write" lines.
@@ -243,8 +243,8 @@ func TestSystemd(t *testing.T) {
 			t.Fatalf("systemctl stop: %v %s", err, out)
 		}
 		t.Logf("systemctl stop on primary %s returned after %.1fs", leader.Name, time.Since(stopped).Seconds())
-		if out, _ := testcluster.Docker(ctx, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", leader.Spilo); out != "exited 0" {
-			t.Errorf("Spilo container after stop: %q, want exited 0", out)
+		if err := leader.CheckCleanStop(ctx); err != nil {
+			t.Errorf("after systemctl stop: %v", err)
 		}
 		if p, _ := unitProps(ctx, leader, "ActiveState", "Result"); p["ActiveState"] != "inactive" || p["Result"] != "success" {
 			t.Errorf("unit after stop: %v", p)
@@ -313,8 +313,8 @@ func TestSystemd(t *testing.T) {
 				t.Errorf("uninstall touched data: %v", err)
 			}
 		}
-		if out, _ := testcluster.Docker(ctx, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", h.Spilo); out != "exited 0" {
-			t.Errorf("Spilo container after uninstall: %q, want exited 0", out)
+		if err := h.CheckCleanStop(ctx); err != nil {
+			t.Errorf("after uninstall: %v", err)
 		}
 	})
 }

@@ -48,6 +48,10 @@ type Patroni struct {
 	Version             string `json:"version,omitempty"`
 	// SyncStandbys counts the cluster's synchronous standbys.
 	SyncStandbys *int `json:"sync_standbys,omitempty"`
+	// NotAnsweringSince is when the REST API stopped answering (the
+	// container's start if it never did since), while it does not answer;
+	// nodeha restarts the container after NODEHA_PATRONI_DEAD_AFTER.
+	NotAnsweringSince time.Time `json:"not_answering_since,omitzero"`
 }
 
 // Server serves the report on a unix socket.

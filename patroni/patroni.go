@@ -90,6 +90,26 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return s, err
 }
 
+// Ping asks GET /liveness and returns nil for any HTTP answer, 503
+// included: a Patroni that is busy (starting PostgreSQL, recovering,
+// creating a replica) still answers; only one that is gone or hung does
+// not (refused, or the client's timeout). /liveness reads no PostgreSQL
+// state, so a slow database does not delay it. Patroni answers it with a
+// bare status line (HTTP/1.0, no headers): the status is the answer, the
+// body is not read.
+func (c *Client) Ping(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/liveness", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("patroni: GET /liveness: %w", err)
+	}
+	resp.Body.Close()
+	return nil
+}
+
 // Cluster fetches GET /cluster.
 func (c *Client) Cluster(ctx context.Context) (Cluster, error) {
 	var cl Cluster

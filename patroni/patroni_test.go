@@ -1,12 +1,16 @@
 package patroni_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nodeha/nodeha/patroni"
 )
@@ -140,6 +144,66 @@ func TestStatusErrors(t *testing.T) {
 	srv.Close()
 	if _, err := patroni.New(url).Status(context.Background()); err == nil || !strings.Contains(err.Error(), "patroni: GET /patroni") {
 		t.Errorf("Status with no server = %v", err)
+	}
+}
+
+// Ping counts any HTTP answer as Patroni being there, and only silence
+// (refused, or accepted but never answered) as gone.
+func TestPing(t *testing.T) {
+	for _, code := range []int{200, 503} {
+		c := serve(t, map[string]route{"/liveness": {code, ""}})
+		if err := c.Ping(context.Background()); err != nil {
+			t.Errorf("Ping answered %d = %v, want nil", code, err)
+		}
+	}
+	if err := serve(t, nil).Ping(context.Background()); err != nil {
+		t.Errorf("Ping answered 404 = %v, want nil", err)
+	}
+
+	// Patroni's own way: a bare status line, no headers, then close.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	hung := make(chan struct{})
+	t.Cleanup(func() { close(hung) })
+	var bare atomic.Bool
+	bare.Store(true)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if bare.Load() {
+				bufio.NewReader(conn).ReadString('\n')
+				conn.Write([]byte("HTTP/1.0 503 Service Unavailable\r\n\r\n"))
+				conn.Close()
+				continue
+			}
+			go func() { <-hung; conn.Close() }() // a hung Patroni: accepts, never answers
+		}
+	}()
+	c := patroni.New("http://" + ln.Addr().String())
+	if err := c.Ping(context.Background()); err != nil {
+		t.Errorf("Ping with a bare status line = %v, want nil", err)
+	}
+	bare.Store(false)
+	c.HTTP.Timeout = 200 * time.Millisecond
+	start := time.Now()
+	if err := c.Ping(context.Background()); err == nil || !strings.Contains(err.Error(), "patroni: GET /liveness") {
+		t.Errorf("Ping to a hung Patroni = %v, want a timeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Ping to a hung Patroni took %v, want the client's timeout", d)
+	}
+
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close()
+	if err := patroni.New(url).Ping(context.Background()); err == nil {
+		t.Error("Ping with nothing listening = nil, want an error")
 	}
 }
 

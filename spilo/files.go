@@ -76,40 +76,96 @@ func oneLine(err error) string {
 	return s
 }
 
-// PrepareHost creates the host directories the container mounts (never
-// touching what is inside an existing data directory) and writes
-// postgres.yml atomically, mode 0600, owned by the image's postgres user.
+// PrepareHost creates the host directories the container mounts, and the
+// ones inside them that Spilo's launch.sh would leave to root, owned by the
+// image's postgres user (never touching what is inside an existing data
+// directory), then writes postgres.yml atomically, mode 0600, owned by
+// postgres.
+//
+// The real launch.sh runs as root: it mkdirs PGDATA, PGLOG and
+// $RW_DIR/postgresql (the socket directory) and chowns only PGROOT, which
+// the seed's PGDATA is not in, and configure_spilo.py chowns the socket
+// directory only when it created it. Left to them, PostgreSQL's data and
+// socket directories come out owned by root and Patroni cannot start.
 func PrepareHost(cfg *config.Config, file []byte) error {
-	uid, gid := cfg.PostgresUID, cfg.PostgresGID
-	dirs := []struct {
-		path     string
-		mode     os.FileMode
-		postgres bool
-	}{
-		{cfg.SpiloDir(), 0o755, false},
-		{cfg.PostgresDir, 0o750, true},
-		// The seed's archive_command copies WAL here; without it archiving
-		// fails and WAL piles up.
-		{filepath.Join(cfg.PostgresDir, "wal_archive"), 0o700, true},
-		{cfg.LogDir, 0o750, true},
-	}
-	for _, d := range dirs {
-		if err := os.MkdirAll(d.path, d.mode); err != nil {
-			return fmt.Errorf("spilo: create %s: %w", d.path, err)
-		}
-		if d.postgres {
-			// Only the directory itself: its contents belong to PostgreSQL.
-			if err := os.Lchown(d.path, uid, gid); err != nil {
-				return fmt.Errorf("spilo: chown %s: %w", d.path, err)
-			}
-		}
+	if err := EnsureDirs(cfg); err != nil {
+		return err
 	}
 	if cfg.Identity != nil {
 		if err := writeTLS(cfg); err != nil {
 			return err
 		}
 	}
-	return WriteConfig(cfg.SpiloDir(), file, uid, gid)
+	return WriteConfig(cfg.SpiloDir(), file, cfg.PostgresUID, cfg.PostgresGID)
+}
+
+// EnsureDirs creates the host directories the container needs, or puts an
+// existing one's owner and mode right (see PrepareHost). Cheap: the runner
+// calls it before every start of the container.
+func EnsureDirs(cfg *config.Config) error {
+	for _, d := range hostDirs(cfg) {
+		if err := ensureDir(d, cfg.PostgresUID, cfg.PostgresGID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hostDir is a directory nodeha keeps: its mode, and whether the
+// container's postgres user owns it.
+type hostDir struct {
+	path     string
+	mode     os.FileMode
+	postgres bool
+}
+
+func hostDirs(cfg *config.Config) []hostDir {
+	return []hostDir{
+		// Mounted on /run: root's, as /run is; Spilo makes service/,
+		// supervise/, certs/ and tmp/ there itself.
+		{cfg.SpiloDir(), 0o755, false},
+		// The socket directory, /run/postgresql (configure_spilo.py's 2775).
+		{filepath.Join(cfg.SpiloDir(), "postgresql"), 0o775 | os.ModeSetgid, true},
+		// Mounted on /var/lib/postgresql/data.
+		{cfg.PostgresDir, 0o750, true},
+		// PGDATA: PostgreSQL refuses a group- or world-readable one.
+		{filepath.Join(cfg.PostgresDir, "pgdata"), 0o700, true},
+		// PGLOG, where launch.sh touches the CSV logs Spilo's foreign
+		// tables read.
+		{filepath.Join(cfg.PostgresDir, "pg_log"), 0o750, true},
+		// The seed's archive_command copies WAL here; without it archiving
+		// fails and WAL piles up.
+		{filepath.Join(cfg.PostgresDir, "wal_archive"), 0o700, true},
+		{cfg.LogDir, 0o750, true},
+	}
+}
+
+// ensureDir creates d or, when it exists, sets its owner and mode: a host
+// whose earlier start left it to root (or another nodeha) is put right. Only
+// the directory itself: what is inside belongs to PostgreSQL.
+func ensureDir(d hostDir, uid, gid int) error {
+	if err := os.MkdirAll(d.path, d.mode.Perm()); err != nil {
+		return fmt.Errorf("spilo: create %s: %w", d.path, err)
+	}
+	st, err := os.Lstat(d.path)
+	if err != nil {
+		return fmt.Errorf("spilo: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("spilo: %s is not a directory", d.path)
+	}
+	if d.postgres {
+		if err := os.Lchown(d.path, uid, gid); err != nil {
+			return fmt.Errorf("spilo: chown %s: %w", d.path, err)
+		}
+	}
+	// After the chown, which clears the setgid bit.
+	if st.Mode()&(os.ModePerm|os.ModeSetgid) != d.mode || d.postgres {
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			return fmt.Errorf("spilo: chmod %s: %w", d.path, err)
+		}
+	}
+	return nil
 }
 
 // writeTLS makes the host's TLS files (kept across restarts) and copies

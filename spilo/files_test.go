@@ -178,3 +178,94 @@ func TestWriteConfigMissingDir(t *testing.T) {
 		t.Fatalf("WriteConfig into a missing dir = %v, want an error naming postgres.yml", err)
 	}
 }
+
+// The directories Spilo's real launch.sh creates as root and leaves to
+// root (PGDATA, PGLOG, the socket directory under the mounted /run) are
+// postgres's, with the modes PostgreSQL and configure_spilo.py want, on a
+// new host and on one whose earlier start left them to root.
+func TestPrepareHostOwnsSpiloDirectories(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to chown to the image's postgres user (CI runs as root)")
+	}
+	for _, existing := range []bool{false, true} {
+		root := t.TempDir()
+		cfg := testConfig(t,
+			"--data-dir="+filepath.Join(root, "nodeha"),
+			"--postgres-dir="+filepath.Join(root, "pg"),
+			"--log-dir="+filepath.Join(root, "log"),
+		)
+		want := map[string]os.FileMode{
+			filepath.Join(cfg.SpiloDir(), "postgresql"): 0o775 | os.ModeSetgid,
+			cfg.PostgresDir:                          0o750,
+			filepath.Join(cfg.PostgresDir, "pgdata"): 0o700,
+			filepath.Join(cfg.PostgresDir, "pg_log"): 0o750,
+			cfg.LogDir:                               0o750,
+		}
+		if existing {
+			// As launch.sh leaves them: root's, 0755.
+			for d := range want {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				os.Chown(d, 0, 0)
+				os.Chmod(d, 0o755)
+			}
+		}
+		file, err := spilo.Render(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := spilo.PrepareHost(cfg, file); err != nil {
+			t.Fatal(err)
+		}
+		for d, mode := range want {
+			st, err := os.Stat(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sys := st.Sys().(*syscall.Stat_t)
+			if int(sys.Uid) != cfg.PostgresUID || int(sys.Gid) != cfg.PostgresGID {
+				t.Errorf("existing=%v: %s owned by %d:%d, want %d:%d", existing, d, sys.Uid, sys.Gid, cfg.PostgresUID, cfg.PostgresGID)
+			}
+			if got := st.Mode() & (os.ModePerm | os.ModeSetgid); got != mode {
+				t.Errorf("existing=%v: %s has mode %v, want %v", existing, d, got, mode)
+			}
+		}
+		if st, err := os.Stat(cfg.SpiloDir()); err != nil || st.Sys().(*syscall.Stat_t).Uid != 0 || st.Mode().Perm() != 0o755 {
+			t.Errorf("existing=%v: %s: %v, want root's, 0755 (it is the container's /run)", existing, cfg.SpiloDir(), err)
+		}
+	}
+}
+
+// bin_dir follows the data directory's major (as Spilo's own config would),
+// else NODEHA_PG_VERSION: a PG 15 data directory on a spilo-17 image keeps
+// the 15 binaries.
+func TestRenderBinDir(t *testing.T) {
+	cfg := hostConfig(t)
+	cfg.PGVersion = "17"
+	binDir := func() string {
+		file, err := spilo.Render(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(file), "\n") {
+			if s := strings.TrimSpace(l); strings.HasPrefix(s, "bin_dir:") {
+				return strings.TrimSpace(strings.TrimPrefix(s, "bin_dir:"))
+			}
+		}
+		return ""
+	}
+	if got := binDir(); got != "/usr/lib/postgresql/17/bin" {
+		t.Errorf("new data directory: bin_dir %q, want /usr/lib/postgresql/17/bin", got)
+	}
+	pgdata := filepath.Join(cfg.PostgresDir, "pgdata")
+	if err := os.MkdirAll(pgdata, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pgdata, "PG_VERSION"), []byte("15\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := binDir(); got != "/usr/lib/postgresql/15/bin" {
+		t.Errorf("PG 15 data directory: bin_dir %q, want /usr/lib/postgresql/15/bin", got)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	_ "embed"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"sigs.k8s.io/yaml"
 
@@ -55,6 +57,23 @@ func renderMap(cfg *config.Config) (map[string]any, error) {
 	pg["listen"] = fmt.Sprintf("*:%d", cfg.PostgresPort)
 	pg["name"] = cfg.Name
 	path(pg, "parameters")["port"] = cfg.PostgresPort
+	// Spilo derives bin_dir only when it writes the file itself, which it
+	// never does with nodeha's file in place: without it, PostgreSQL is
+	// whatever major the image's PATH holds.
+	pg["bin_dir"] = BinDir(PGVersion(cfg))
+
+	// Replicas by Patroni's own pg_basebackup (-X stream, fast checkpoint)
+	// instead of the seed's basebackup_fast_xlog (Spilo's basebackup.sh):
+	// that script runs pg_basebackup without a fast checkpoint (a new
+	// replica waits for a spread checkpoint, tens of seconds) and leaves a
+	// pg_receivewal running until a walreceiver's process title says
+	// "streaming", which the seed's update_process_title: off never shows:
+	// it runs for ever, holds a walsender on the primary and fills
+	// wal_fast/. Streaming the WAL alongside the copy keeps what the seed
+	// wanted, a replica that is fast to make and starts consistent.
+	pg["create_replica_method"] = []any{"basebackup"}
+	pg["basebackup"] = []any{map[string]any{"checkpoint": "fast"}}
+	delete(pg, "basebackup_fast_xlog")
 
 	rest := path(doc, "restapi")
 	path(rest, "authentication")["password"] = cfg.RestAPIPassword
@@ -101,6 +120,22 @@ func renderMap(cfg *config.Config) (map[string]any, error) {
 	}
 	return doc, nil
 }
+
+// PGVersion is the PostgreSQL major of this host: the one of its data
+// directory when it has one (as Spilo's configure_spilo.py decides),
+// otherwise NODEHA_PG_VERSION, the major of a new data directory.
+func PGVersion(cfg *config.Config) string {
+	b, err := os.ReadFile(filepath.Join(cfg.PostgresDir, "pgdata", "PG_VERSION"))
+	if err == nil {
+		if v := strings.TrimSpace(string(b)); v != "" {
+			return v
+		}
+	}
+	return cfg.PGVersion
+}
+
+// BinDir is where the Spilo images (and Debian) keep a major's binaries.
+func BinDir(major string) string { return "/usr/lib/postgresql/" + major + "/bin" }
 
 // path returns m[key] as a map, creating it when missing.
 func path(m map[string]any, key string) map[string]any {

@@ -95,6 +95,29 @@ func TestRenderIsFaithfulToSeed(t *testing.T) {
 		}
 		delete(etcd3, k)
 	}
+	// The replica method and bin_dir (see Render and README, "Real Spilo"):
+	// Patroni's own pg_basebackup with a fast checkpoint and WAL streamed
+	// alongside, instead of basebackup.sh and its pg_receivewal that never
+	// stops; the binaries of the data directory's major.
+	pg := got["postgresql"].(map[string]any)
+	wantPG := want["postgresql"].(map[string]any)
+	if !reflect.DeepEqual(pg["create_replica_method"], []any{"basebackup"}) {
+		t.Errorf("create_replica_method = %v, want [basebackup]", pg["create_replica_method"])
+	}
+	if !reflect.DeepEqual(pg["basebackup"], []any{map[string]any{"checkpoint": "fast"}}) {
+		t.Errorf("basebackup = %v, want [{checkpoint: fast}]", pg["basebackup"])
+	}
+	if pg["bin_dir"] != "/usr/lib/postgresql/15/bin" {
+		t.Errorf("bin_dir = %v, want /usr/lib/postgresql/15/bin", pg["bin_dir"])
+	}
+	if _, ok := pg["basebackup_fast_xlog"]; ok {
+		t.Error("basebackup_fast_xlog still rendered")
+	}
+	for _, k := range []string{"create_replica_method", "basebackup", "bin_dir"} {
+		delete(pg, k)
+	}
+	delete(wantPG, "create_replica_method")
+	delete(wantPG, "basebackup_fast_xlog")
 	if d := diffMaps("", got, want); len(d) > 0 {
 		t.Errorf("rendered postgres.yml differs from the seed:\n%s", strings.Join(d, "\n"))
 	} else if !reflect.DeepEqual(got, want) {

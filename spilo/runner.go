@@ -51,6 +51,11 @@ type ContainerStatus struct {
 	LastError    string    `json:"last_error,omitempty"`
 	// Fenced says why nodeha keeps the container stopped (see Fence).
 	Fenced string `json:"fenced,omitempty"`
+	// NodehaRestarts counts the stops nodeha made to restart a running
+	// container (see Restart); their starts count in Restarts too.
+	NodehaRestarts    int       `json:"nodeha_restarts,omitempty"`
+	LastRestartReason string    `json:"last_restart_reason,omitempty"`
+	LastRestartAt     time.Time `json:"last_restart_at,omitzero"`
 }
 
 // Runner keeps one container matching a Spec running. It reconciles on
@@ -64,8 +69,17 @@ type Runner struct {
 	// Interval is the ticker period of the reconcile loop.
 	Interval time.Duration
 	// OnExit, when set, runs once per observed exit of the container,
-	// before it is restarted (nodeha releases the leader lock there).
+	// before it is restarted (nodeha releases the leader lock there). A
+	// stop for Restart is such an exit, seen once like any other: every
+	// process of the container is gone then, and a hung Patroni killed at
+	// the end of the stop timeout may have left its lock behind.
 	OnExit func(ctx context.Context)
+	// BeforeStart, when set, runs before every start of the container
+	// (created or restarted); an error holds the start back, with backoff.
+	// nodeha puts the host directories right there: Spilo's launch.sh
+	// recreates a missing PGDATA as root (Patroni moves a failed
+	// bootstrap's aside), and the next start would fail on it.
+	BeforeStart func() error
 
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -86,6 +100,15 @@ type Runner struct {
 	lastExit string // FinishedAt of the last exit already counted
 	retryAt  time.Time
 	backoff  backoff.Backoff
+
+	// restartFor is the start (StartedAt) of the container a Restart was
+	// asked for, until a container with another start runs.
+	restartFor    time.Time
+	restartReason string
+	// sick is set by Restart and cleared by Recovered: until then a
+	// running container proves nothing, and its running 10 s does not
+	// reset the backoff, so repeated restarts back off.
+	sick bool
 }
 
 // NewRunner prepares a runner; Start begins reconciling.
@@ -181,6 +204,7 @@ func (r *Runner) Hang() {
 func (r *Runner) Fence(reason string) {
 	r.mu.Lock()
 	r.status.Fenced = reason
+	r.restartFor, r.restartReason = time.Time{}, "" // the fence stops it, and keeps it stopped
 	r.mu.Unlock()
 	r.Kick()
 }
@@ -192,6 +216,35 @@ func (r *Runner) Unfence() {
 	r.retryAt = time.Time{}
 	r.mu.Unlock()
 	r.Kick()
+}
+
+// Restart asks the reconcile loop to stop the running container gracefully
+// (the spec's stop timeout) and start it again after the backoff: the same
+// container, not a new one. Exits and restarts are counted once, as for a
+// crash; NodehaRestarts and LastRestartReason say nodeha did it. It refuses
+// (false) when the container is fenced or not running (a stopped one is
+// the reconcile loop's business), or when a restart of this same start is
+// already asked for.
+func (r *Runner) Restart(reason string) bool {
+	r.mu.Lock()
+	st := r.status
+	if st.Fenced != "" || !st.Running || st.StartedAt.IsZero() || st.StartedAt.Equal(r.restartFor) {
+		r.mu.Unlock()
+		return false
+	}
+	r.restartFor, r.restartReason, r.sick = st.StartedAt, reason, true
+	r.mu.Unlock()
+	r.Kick()
+	return true
+}
+
+// Recovered tells the runner that what a Restart was for is healed
+// (Patroni answers again): running counts as healthy again, so 10 s of it
+// resets the backoff.
+func (r *Runner) Recovered() {
+	r.mu.Lock()
+	r.sick = false
+	r.mu.Unlock()
 }
 
 // Kick asks for a reconcile now.
@@ -321,10 +374,17 @@ func (r *Runner) reconcile(ctx context.Context) time.Duration {
 		})
 		r.mu.Lock()
 		r.status.LastError = ""
-		if r.now().Sub(started) > 10*time.Second {
+		if !r.restartFor.IsZero() && !started.Equal(r.restartFor) {
+			r.restartFor, r.restartReason = time.Time{}, "" // started again: done
+		}
+		restart, reason := !r.restartFor.IsZero(), r.restartReason
+		if !r.sick && r.now().Sub(started) > 10*time.Second {
 			r.backoff.Reset()
 		}
 		r.mu.Unlock()
+		if restart {
+			return r.restart(ctx, c.ID, reason)
+		}
 		return 0
 	}
 
@@ -339,11 +399,17 @@ func (r *Runner) reconcile(ctx context.Context) time.Duration {
 		// starts over at the shortest delay. Judged from the container's own
 		// times, not from whether a reconcile happened to see it running
 		// that long (one every Interval would miss most).
-		if ran := r.status.LastExitAt.Sub(started); !started.IsZero() && ran >= 10*time.Second {
+		// A container that is sick (see Restart) ran, but not well.
+		if ran := r.status.LastExitAt.Sub(started); !r.sick && !started.IsZero() && ran >= 10*time.Second {
 			r.backoff.Reset()
 		}
 		r.retryAt = r.now().Add(r.backoff.Next())
-		r.log.Warn("container exited", "exit_code", code, "oom_killed", st.OOMKilled, "restart_in", r.retryAt.Sub(r.now()).Round(time.Millisecond))
+		restartIn := r.retryAt.Sub(r.now()).Round(time.Millisecond)
+		if !r.restartFor.IsZero() && started.Equal(r.restartFor) {
+			r.log.Info("container stopped for a restart", "exit_code", code, "restart_in", restartIn)
+		} else {
+			r.log.Warn("container exited", "exit_code", code, "oom_killed", st.OOMKilled, "restart_in", restartIn)
+		}
 		if r.OnExit != nil {
 			r.mu.Unlock()
 			r.OnExit(ctx)
@@ -354,6 +420,9 @@ func (r *Runner) reconcile(ctx context.Context) time.Duration {
 	r.mu.Unlock()
 	if wait > 0 {
 		return wait
+	}
+	if err := r.beforeStart(); err != nil {
+		return r.fail(ctx, err)
 	}
 	if _, err := r.docker.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
 		return r.fail(ctx, fmt.Errorf("spilo: start container %q: %w", name, err))
@@ -386,6 +455,25 @@ func (r *Runner) fenced(ctx context.Context, id string, running bool, finishedAt
 	return 50 * time.Millisecond
 }
 
+// restart stops the container for a Restart; the exit is then seen, and
+// the container started again, as for any exit.
+func (r *Runner) restart(ctx context.Context, id, reason string) time.Duration {
+	timeout := *r.spec.Config.StopTimeout
+	r.mu.Lock()
+	r.busyTill = r.now().Add(time.Duration(timeout+30) * time.Second)
+	r.mu.Unlock()
+	r.log.Info("stopping the container for a restart", "reason", reason, "timeout_s", timeout)
+	if _, err := r.docker.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &timeout}); err != nil && !cerrdefs.IsNotFound(err) {
+		return r.fail(ctx, fmt.Errorf("spilo: stop container %q for a restart: %w", r.spec.Name, err))
+	}
+	r.mu.Lock()
+	r.status.NodehaRestarts++
+	r.status.LastRestartReason = reason
+	r.status.LastRestartAt = r.now()
+	r.mu.Unlock()
+	return 50 * time.Millisecond
+}
+
 func (r *Runner) create(ctx context.Context) time.Duration {
 	res, err := r.docker.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: r.spec.Name, Config: r.spec.Config, HostConfig: r.spec.HostConfig,
@@ -396,11 +484,21 @@ func (r *Runner) create(ctx context.Context) time.Duration {
 	for _, w := range res.Warnings {
 		r.log.Warn("docker", "warning", w)
 	}
+	if err := r.beforeStart(); err != nil {
+		return r.fail(ctx, err)
+	}
 	if _, err := r.docker.ContainerStart(ctx, res.ID, client.ContainerStartOptions{}); err != nil {
 		return r.fail(ctx, fmt.Errorf("spilo: start container %q: %w", r.spec.Name, err))
 	}
 	r.log.Info("container created and started", "id", short(res.ID), "image", r.spec.Config.Image, "spec_hash", r.spec.Hash)
 	return time.Second
+}
+
+func (r *Runner) beforeStart() error {
+	if r.BeforeStart == nil {
+		return nil
+	}
+	return r.BeforeStart()
 }
 
 // remove stops (gracefully) and removes an outdated container. Only the

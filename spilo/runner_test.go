@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -310,19 +311,7 @@ func TestRunnerBackoffResetsAfterTenSecondsRunning(t *testing.T) {
 	t.Cleanup(func() { r.Close(spilo.LeaveRunning) })
 	waitReady(t, r)
 	waitSubscribed(t, d)
-	delays := func() []time.Duration {
-		var out []time.Duration
-		for _, l := range strings.Split(buf.String(), "\n") {
-			if _, v, ok := strings.Cut(l, "restart_in="); ok {
-				d, err := time.ParseDuration(strings.Fields(v)[0])
-				if err != nil {
-					t.Fatalf("bad restart_in in %q", l)
-				}
-				out = append(out, d)
-			}
-		}
-		return out
-	}
+	delays := func() []time.Duration { return restartDelays(t, buf) }
 	for i := 1; i <= 4; i++ { // die young four times: 100, 200, 400, 800 ms (less jitter)
 		d.kill("pg", 137)
 		waitFor(t, "a restart", func() bool { st := r.Status(); return st.Restarts == i && st.Running })
@@ -336,5 +325,182 @@ func TestRunnerBackoffResetsAfterTenSecondsRunning(t *testing.T) {
 	waitFor(t, "a restart", func() bool { st := r.Status(); return st.Restarts == 5 && st.Running })
 	if got := delays(); len(got) != 5 || got[4] > 100*time.Millisecond {
 		t.Fatalf("delay after a minute of running = %v, want the shortest again (100ms)", got)
+	}
+}
+
+// restartDelays are the delays before each restart, as the runner logged
+// them.
+func restartDelays(t *testing.T, buf *syncBuffer) []time.Duration {
+	t.Helper()
+	var out []time.Duration
+	for _, l := range strings.Split(buf.String(), "\n") {
+		if _, v, ok := strings.Cut(l, "restart_in="); ok {
+			d, err := time.ParseDuration(strings.Fields(v)[0])
+			if err != nil {
+				t.Fatalf("bad restart_in in %q", l)
+			}
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// waitStarted waits until the runner has seen the container running with
+// a start older than ago (see fakeDocker.backdate), or any start if 0.
+func waitStarted(t *testing.T, r *spilo.Runner, ago time.Duration) spilo.ContainerStatus {
+	t.Helper()
+	var st spilo.ContainerStatus
+	waitFor(t, "the runner to see the container running", func() bool {
+		st = r.Status()
+		return st.Running && !st.StartedAt.IsZero() && time.Since(st.StartedAt) >= ago
+	})
+	return st
+}
+
+// A restart nodeha asks for (Patroni gone) stops the same container with
+// the spec's stop timeout and starts it again: one exit, one restart, one
+// OnExit, never two.
+func TestRunnerRestartStopsAndStartsTheSameContainer(t *testing.T) {
+	d := newFakeDocker()
+	spec, _ := renderSpec(t, testConfig(t, "--container-name=pg", "--stop-timeout=150s"))
+	log, buf := testLogger(t)
+	r := spilo.NewRunner(d, spec, log)
+	r.Interval = 50 * time.Millisecond
+	var exits atomic.Int32
+	r.OnExit = func(context.Context) { exits.Add(1) }
+	r.Start(context.Background())
+	t.Cleanup(func() { r.Close(spilo.LeaveRunning) })
+	waitReady(t, r)
+	first := waitStarted(t, r, 0)
+	c, _ := d.container("pg")
+
+	if !r.Restart("patroni gone") {
+		t.Fatal("Restart of a running container refused")
+	}
+	if r.Restart("patroni gone") {
+		t.Error("a second Restart of the same start was accepted")
+	}
+	waitFor(t, "the restart", func() bool {
+		st := r.Status()
+		return st.Restarts == 1 && st.Running && st.StartedAt.After(first.StartedAt)
+	})
+	st := r.Status()
+	if st.NodehaRestarts != 1 || st.LastRestartReason != "patroni gone" || st.LastRestartAt.IsZero() {
+		t.Errorf("status = %+v, want one nodeha restart for %q", st, "patroni gone")
+	}
+	if got, want := d.Calls(), []string{"create pg", "start " + c.id, "stop " + c.id + " 150", "start " + c.id}; !slices.Equal(got, want) {
+		t.Errorf("calls = %q, want %q", got, want)
+	}
+	if n := exits.Load(); n != 1 {
+		t.Errorf("OnExit ran %d times, want once", n)
+	}
+	if strings.Contains(buf.String(), "container exited") {
+		t.Error("a restart nodeha asked for was logged as a crash")
+	}
+	time.Sleep(200 * time.Millisecond) // a few reconciles: nothing more happens
+	if n := d.count("stop"); n != 1 {
+		t.Errorf("calls = %q, want one stop", d.Calls())
+	}
+	// The new start may be restarted in its turn.
+	if !r.Restart("patroni gone again") {
+		t.Error("Restart of the new start refused")
+	}
+}
+
+// Repeated restarts back off although the container ran long each time
+// (running proves nothing while Patroni is gone), until Recovered.
+func TestRunnerRestartBacksOff(t *testing.T) {
+	d := newFakeDocker()
+	spec, _ := renderSpec(t, testConfig(t, "--container-name=pg"))
+	log, buf := testLogger(t)
+	r := spilo.NewRunner(d, spec, log)
+	r.Interval = 50 * time.Millisecond
+	r.Start(context.Background())
+	t.Cleanup(func() { r.Close(spilo.LeaveRunning) })
+	waitReady(t, r)
+	restart := func(i int) {
+		t.Helper()
+		d.backdate("pg", time.Minute)
+		waitStarted(t, r, 30*time.Second)
+		if !r.Restart("patroni gone") {
+			t.Fatalf("restart %d refused; status %+v", i, r.Status())
+		}
+		waitFor(t, "a restart", func() bool {
+			st := r.Status()
+			return st.Restarts == i && st.NodehaRestarts == i && st.Running && time.Since(st.StartedAt) < 30*time.Second
+		})
+	}
+	for i := 1; i <= 4; i++ { // 100, 200, 400, 800 ms (less jitter)
+		restart(i)
+	}
+	if got := restartDelays(t, buf); len(got) != 4 || got[3] < 600*time.Millisecond {
+		t.Fatalf("delays of repeated restarts = %v, want four, doubling to about 800ms", got)
+	}
+	r.Recovered() // Patroni answers again: a minute of running resets it
+	restart(5)
+	if got := restartDelays(t, buf); len(got) != 5 || got[4] > 100*time.Millisecond {
+		t.Fatalf("delay after recovering = %v, want the shortest again (100ms)", got)
+	}
+}
+
+// Restart leaves alone what is not a running container: a fenced one, and
+// one not running (the reconcile loop's business).
+func TestRunnerRestartRefusesFencedOrStopped(t *testing.T) {
+	d := newFakeDocker()
+	spec, _ := renderSpec(t, testConfig(t, "--container-name=pg"))
+	log, _ := testLogger(t)
+	if spilo.NewRunner(d, spec, log).Restart("patroni gone") {
+		t.Error("Restart accepted with no container seen running")
+	}
+
+	r, _ := startRunner(t, d, 50*time.Millisecond)
+	waitReady(t, r)
+	waitStarted(t, r, 0)
+	r.Fence("cut off")
+	waitFor(t, "the fence", func() bool { return r.Status().State == "fenced" })
+	if r.Restart("patroni gone") {
+		t.Error("Restart of a fenced container accepted")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if st := r.Status(); st.Running || st.NodehaRestarts != 0 {
+		t.Errorf("fenced container touched: %+v", st)
+	}
+}
+
+// BeforeStart runs before every start, the first and each restart; while it
+// fails, the container is not started.
+func TestRunnerBeforeStartRunsBeforeEveryStart(t *testing.T) {
+	d := newFakeDocker()
+	spec, _ := renderSpec(t, testConfig(t, "--container-name=pg"))
+	log, _ := testLogger(t)
+	r := spilo.NewRunner(d, spec, log)
+	r.Interval = 50 * time.Millisecond
+	var calls, failing atomic.Int32
+	failing.Store(1)
+	r.BeforeStart = func() error {
+		calls.Add(1)
+		if failing.Load() == 1 {
+			return errors.New("directories not ready")
+		}
+		return nil
+	}
+	r.Start(context.Background())
+	t.Cleanup(func() { r.Close(spilo.LeaveRunning) })
+
+	waitFor(t, "two failed attempts", func() bool { return calls.Load() >= 2 })
+	if n := d.count("start"); n != 0 {
+		t.Fatalf("container started %d times while BeforeStart failed", n)
+	}
+	if st := r.Status(); !strings.Contains(st.LastError, "directories not ready") {
+		t.Errorf("LastError = %q, want the BeforeStart error", st.LastError)
+	}
+	failing.Store(0)
+	waitReady(t, r)
+	waitFor(t, "status running", func() bool { return r.Status().Running })
+	before, restarts := calls.Load(), r.Status().Restarts
+	d.kill("pg", 1)
+	waitFor(t, "one restart", func() bool { st := r.Status(); return st.Restarts == restarts+1 && st.Running })
+	if calls.Load() <= before {
+		t.Error("BeforeStart did not run before the restart")
 	}
 }

@@ -127,6 +127,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 		return err
 	}
 	runner := spilo.NewRunner(dc, spec, log)
+	runner.BeforeStart = func() error { return spilo.EnsureDirs(cfg) }
 	// Helpers that use the etcd member stop before it closes (a read on a
 	// closed member panics), whatever ends the run.
 	bg, stopBG := context.WithCancel(ctx)
@@ -173,8 +174,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 	runner.Start(context.WithoutCancel(ctx))
 
 	pc := patroni.New("http://" + config.HostPort("127.0.0.1", cfg.RestAPIPort))
+	// A running container whose Patroni is gone is a dead node that only
+	// nodeha notices. Watched also with the check off, for the report.
+	pw := &patroniWatch{
+		ping: pc.Ping, runner: runner, deadAfter: cfg.PatroniDeadAfter,
+		interval: 2 * time.Second, log: log, now: time.Now,
+	}
+	goHelper(pw.run)
 	report := func(ctx context.Context) health.Report {
-		return buildReport(ctx, cfg, member, runner, pc)
+		return buildReport(ctx, cfg, member, runner, pc, pw.notAnsweringSince)
 	}
 	mem := &members{cfg: cfg, member: member, etcd: member.Client(), clientTLS: clientTLS, runner: runner, pc: pc, log: log, left: make(chan struct{})}
 	acts := health.Actions{Leave: mem.Leave, Remove: mem.Remove, Snapshot: func(ctx context.Context) (string, error) {
@@ -255,7 +263,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 	notify.Status("stopping")
 
 	// Shutdown order:
-	//  0. the helpers (failover watcher, status and watchdog loops);
+	//  0. the helpers (failover and Patroni watchers, status and watchdog
+	//     loops);
 	//  1. the runner: stop its loop, then (unless detaching) stop the
 	//     container, so Patroni deletes its leader key while etcd still has
 	//     this member and replicas take over at once;
@@ -269,7 +278,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 	return errors.Join(runErr, err)
 }
 
-func buildReport(ctx context.Context, cfg *config.Config, member *embedetcd.Member, runner *spilo.Runner, pc *patroni.Client) health.Report {
+func buildReport(ctx context.Context, cfg *config.Config, member *embedetcd.Member, runner *spilo.Runner, pc *patroni.Client, silentSince func() time.Time) health.Report {
 	rep := health.Report{
 		Name: cfg.Name, Scope: cfg.Scope, Address: cfg.AdvertiseIP.String(),
 		Version: Version, Time: time.Now().UTC(),
@@ -284,6 +293,7 @@ func buildReport(ctx context.Context, cfg *config.Config, member *embedetcd.Memb
 	rep.Patroni = p
 	if st, err := pc.Status(ctx); err != nil {
 		p.Error = err.Error()
+		p.NotAnsweringSince = silentSince()
 	} else {
 		p.Reachable = true
 		p.Role, p.State, p.Timeline = st.Role, st.State, st.Timeline
@@ -306,7 +316,7 @@ func buildReport(ctx context.Context, cfg *config.Config, member *embedetcd.Memb
 		}
 	}
 
-	reasons := Verdict(cfg.Synchronous, es, rep.Container, p)
+	reasons := Verdict(rep.Time, cfg.Synchronous, es, rep.Container, p)
 	rep.Reasons = reasons
 	rep.Healthy = len(reasons) == 0
 	return rep
@@ -315,8 +325,8 @@ func buildReport(ctx context.Context, cfg *config.Config, member *embedetcd.Memb
 // Verdict lists why a node is unhealthy; none means healthy: etcd has a
 // leader and this member votes, the container runs, and Patroni runs
 // PostgreSQL as leader or replica (in synchronous mode, a leader needs a
-// synchronous standby).
-func Verdict(synchronous bool, es embedetcd.Status, c spilo.ContainerStatus, p *health.Patroni) []string {
+// synchronous standby). now is the report's time.
+func Verdict(now time.Time, synchronous bool, es embedetcd.Status, c spilo.ContainerStatus, p *health.Patroni) []string {
 	var reasons []string
 	switch {
 	case !es.HasQuorum:
@@ -332,7 +342,14 @@ func Verdict(synchronous bool, es embedetcd.Status, c spilo.ContainerStatus, p *
 	}
 	switch {
 	case !p.Reachable:
-		reasons = append(reasons, "patroni: REST API not answering")
+		r := "patroni: REST API not answering"
+		if !p.NotAnsweringSince.IsZero() {
+			r += " for " + now.Sub(p.NotAnsweringSince).Round(time.Second).String()
+		}
+		if n := c.NodehaRestarts; n > 0 {
+			r += fmt.Sprintf(", container restarted by nodeha %d %s", n, plural(n, "time", "times"))
+		}
+		reasons = append(reasons, r)
 	case p.State != "running" && p.State != "streaming": // Patroni 4 says streaming for replicas
 		reasons = append(reasons, "patroni: PostgreSQL is "+p.State)
 	case !patroni.IsLeader(p.Role) && !patroni.IsReplica(p.Role):
@@ -343,6 +360,13 @@ func Verdict(synchronous bool, es embedetcd.Status, c spilo.ContainerStatus, p *
 		reasons = append(reasons, "patroni: synchronous mode but no synchronous standby yet")
 	}
 	return reasons
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // statusLoop keeps systemd's STATUS line at the node's role and health.

@@ -3,6 +3,7 @@ package supervisor_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nodeha/nodeha/embedetcd"
 	"github.com/nodeha/nodeha/health"
@@ -15,6 +16,9 @@ func TestVerdict(t *testing.T) {
 	etcdOK := embedetcd.Status{HasQuorum: true}
 	running := spilo.ContainerStatus{Name: "spilo", State: "running", Running: true}
 	leader := &health.Patroni{Reachable: true, Role: "master", State: "running", SyncStandbys: &one}
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	restarted := running
+	restarted.NodehaRestarts = 2
 	cases := []struct {
 		name   string
 		sync   bool
@@ -32,6 +36,8 @@ func TestVerdict(t *testing.T) {
 		{"container exited", false, etcdOK, spilo.ContainerStatus{Name: "spilo", State: "exited"}, leader, "container spilo: exited"},
 		{"fenced", false, embedetcd.Status{}, spilo.ContainerStatus{Name: "spilo", State: "fenced", Fenced: "primary cut off"}, &health.Patroni{}, "container spilo fenced: primary cut off"},
 		{"patroni down", false, etcdOK, running, &health.Patroni{}, "patroni: REST API not answering"},
+		{"patroni down for a while", false, etcdOK, running, &health.Patroni{NotAnsweringSince: now.Add(-75 * time.Second)}, "patroni: REST API not answering for 1m15s"},
+		{"patroni down, restarted by nodeha", false, etcdOK, restarted, &health.Patroni{NotAnsweringSince: now.Add(-5 * time.Second)}, "patroni: REST API not answering for 5s, container restarted by nodeha 2 times"},
 		{"postgres starting", false, etcdOK, running, &health.Patroni{Reachable: true, Role: "replica", State: "starting"}, "patroni: PostgreSQL is starting"},
 		{"uninitialized", false, etcdOK, running, &health.Patroni{Reachable: true, Role: "uninitialized", State: "running"}, "patroni: role uninitialized"},
 		{"sync leader without standby", true, etcdOK, running, &health.Patroni{Reachable: true, Role: "master", State: "running", SyncStandbys: &zero}, "no synchronous standby"},
@@ -40,7 +46,7 @@ func TestVerdict(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := strings.Join(supervisor.Verdict(tc.sync, tc.es, tc.c, tc.p), "; ")
+			got := strings.Join(supervisor.Verdict(now, tc.sync, tc.es, tc.c, tc.p), "; ")
 			if tc.reason == "" && got != "" {
 				t.Errorf("unhealthy (%s), want healthy", got)
 			}

@@ -48,10 +48,25 @@ func run() error {
 	faultNames := flag.String("faults", "all", "comma-separated faults: "+names())
 	only := flag.String("variants", "baseline,nodeha", "variants to run")
 	out := flag.String("out", "bench-results.json", "raw results (JSON)")
-	image := flag.String("image", "nodeha-spilo-test:15", "Spilo-compatible image")
+	spilo := flag.String("spilo", "3.0-p1", "Spilo generation: 3.0-p1 or 4.0-p3")
+	image := flag.String("image", "", "Spilo image (default: the generation's test image)")
+	overlay := flag.String("overlay", "", `Patroni overlay (default: the test image's; "none" for none)`)
 	keep := flag.Bool("keep-on-failure", false, "stop at the first failed trial and leave the cluster running for inspection")
 	report := flag.String("report", "", "print the table of these raw result files (comma-separated; a later file's fault and variant replace an earlier one's) and run nothing")
 	flag.Parse()
+	g, err := testcluster.GenerationOf(*spilo)
+	if err != nil {
+		return fmt.Errorf("-spilo: %w", err)
+	}
+	if *image == "" {
+		*image = g.TestImage()
+	}
+	switch *overlay {
+	case "":
+		*overlay = g.Overlay()
+	case "none":
+		*overlay = ""
+	}
 	fs, err := faults.ByName(*faultNames)
 	if err != nil {
 		return err
@@ -80,7 +95,7 @@ func run() error {
 	save := func(r faults.Result) {
 		results = append(results, r)
 		b, _ := json.MarshalIndent(map[string]any{
-			"machine": machine(), "started": started.UTC(), "trials": *trials, "results": results,
+			"machine": machine(), "spilo": g.Tag, "image": *image, "started": started.UTC(), "trials": *trials, "results": results,
 		}, "", "  ")
 		if err := os.WriteFile(*out, b, 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -90,7 +105,7 @@ func run() error {
 		if !slices.Contains(strings.Split(*only, ","), v.Name) {
 			continue
 		}
-		if err := runVariant(ctx, v, fs, *trials, *image, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep, save); err != nil {
+		if err := runVariant(ctx, v, fs, *trials, g, *image, *overlay, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep, save); err != nil {
 			return err
 		}
 	}
@@ -107,11 +122,11 @@ func names() string {
 	return strings.Join(n, ",")
 }
 
-func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, image, dir string, keep bool, save func(faults.Result)) (err error) {
+func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, g testcluster.Generation, image, overlay, dir string, keep bool, save func(faults.Result)) (err error) {
 	c, err := testcluster.New(testcluster.Options{
 		Prefix: "nodeha-bench", Subnet: "172.28.8.0/24", Hosts: 3, BaseDir: dir,
-		NodehaImage: "nodeha-bench:latest", SpiloImage: image, Overlay: "testimage/overlay.yml",
-		Scope: "bench", Env: v.Env,
+		NodehaImage: "nodeha-bench:latest", SpiloImage: image, Overlay: overlay,
+		Scope: "bench", Env: append([]string{"NODEHA_PG_VERSION=" + g.PGVersion}, v.Env...),
 	})
 	if err != nil {
 		return err
