@@ -127,8 +127,12 @@ type Result struct {
 
 // Setup creates the application role and table the writer uses.
 func Setup(ctx context.Context, leader *testcluster.Host, password string) error {
+	// The password goes to psql's stdin as a SCRAM verifier: never in a
+	// process's arguments, never in clear to the server.
+	if err := leader.EnsureRole(ctx, "bench", password); err != nil {
+		return err
+	}
 	for _, sql := range []string{
-		"do $$ begin if not exists (select from pg_roles where rolname = 'bench') then create role bench login password '" + password + "'; end if; end $$",
 		"create table if not exists bench_writes (trial int, seq bigint, at timestamptz default clock_timestamp(), primary key (trial, seq))",
 		"grant insert, select on bench_writes to bench",
 	} {
