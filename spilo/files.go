@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -154,13 +155,14 @@ func ensureDir(d hostDir, uid, gid int) error {
 	if !st.IsDir() {
 		return fmt.Errorf("spilo: %s is not a directory", d.path)
 	}
-	if d.postgres {
+	mode := st.Mode() & (os.ModePerm | os.ModeSetgid)
+	if sys, ok := st.Sys().(*syscall.Stat_t); d.postgres && (!ok || int(sys.Uid) != uid || int(sys.Gid) != gid) {
 		if err := os.Lchown(d.path, uid, gid); err != nil {
 			return fmt.Errorf("spilo: chown %s: %w", d.path, err)
 		}
+		mode = 0 // a chown clears the setgid bit: set the mode again
 	}
-	// After the chown, which clears the setgid bit.
-	if st.Mode()&(os.ModePerm|os.ModeSetgid) != d.mode || d.postgres {
+	if mode != d.mode {
 		if err := os.Chmod(d.path, d.mode); err != nil {
 			return fmt.Errorf("spilo: chmod %s: %w", d.path, err)
 		}

@@ -29,6 +29,18 @@ func startRunner(t *testing.T, d *fakeDocker, interval time.Duration, args ...st
 	return r, spec
 }
 
+// newTestRunner is a runner on d, not yet started, for tests that set its
+// hooks first; it is closed, leaving the container, when the test ends.
+func newTestRunner(t *testing.T, d *fakeDocker) (*spilo.Runner, *syncBuffer) {
+	t.Helper()
+	spec, _ := renderSpec(t, testConfig(t, "--container-name=pg"))
+	log, buf := testLogger(t)
+	r := spilo.NewRunner(d, spec, log)
+	r.Interval = 50 * time.Millisecond
+	t.Cleanup(func() { r.Close(spilo.LeaveRunning) })
+	return r, buf
+}
+
 func waitReady(t *testing.T, r *spilo.Runner) {
 	t.Helper()
 	select {
@@ -411,12 +423,8 @@ func TestRunnerRestartStopsAndStartsTheSameContainer(t *testing.T) {
 // (running proves nothing while Patroni is gone), until Recovered.
 func TestRunnerRestartBacksOff(t *testing.T) {
 	d := newFakeDocker()
-	spec, _ := renderSpec(t, testConfig(t, "--container-name=pg"))
-	log, buf := testLogger(t)
-	r := spilo.NewRunner(d, spec, log)
-	r.Interval = 50 * time.Millisecond
+	r, buf := newTestRunner(t, d)
 	r.Start(context.Background())
-	t.Cleanup(func() { r.Close(spilo.LeaveRunning) })
 	waitReady(t, r)
 	restart := func(i int) {
 		t.Helper()
@@ -471,10 +479,7 @@ func TestRunnerRestartRefusesFencedOrStopped(t *testing.T) {
 // fails, the container is not started.
 func TestRunnerBeforeStartRunsBeforeEveryStart(t *testing.T) {
 	d := newFakeDocker()
-	spec, _ := renderSpec(t, testConfig(t, "--container-name=pg"))
-	log, _ := testLogger(t)
-	r := spilo.NewRunner(d, spec, log)
-	r.Interval = 50 * time.Millisecond
+	r, _ := newTestRunner(t, d)
 	var calls, failing atomic.Int32
 	failing.Store(1)
 	r.BeforeStart = func() error {
@@ -485,7 +490,6 @@ func TestRunnerBeforeStartRunsBeforeEveryStart(t *testing.T) {
 		return nil
 	}
 	r.Start(context.Background())
-	t.Cleanup(func() { r.Close(spilo.LeaveRunning) })
 
 	waitFor(t, "two failed attempts", func() bool { return calls.Load() >= 2 })
 	if n := d.count("start"); n != 0 {
