@@ -25,7 +25,11 @@ import (
 const appPassword = "e2e-app-pw"
 
 // The trial number of the writer in GracefulStopUnderWrites.
-const gracefulTrial = 1
+// Trials of the writer (its rows are numbered per trial).
+const (
+	gracefulTrial = 1
+	killedTrial   = 2
+)
 
 // TestCluster walks one three-host cluster through its life: formation,
 // replication, a killed container, nodeha restarts that must not touch
@@ -35,7 +39,9 @@ func TestCluster(t *testing.T) {
 	ctx := context.Background()
 	c, err := testcluster.New(clusterOpts("c", 5, testcluster.Options{
 		Hosts: 3, BaseDir: t.TempDir(), Scope: "e2e-cluster",
-		Env: []string{"NODEHA_PATRONI_DEAD_AFTER=30s"},
+		// Asynchronous, the recipe's mode (nodeha's default is synchronous:
+		// TestFaults, TestMembership, TestSystemd run it).
+		Env: []string{"NODEHA_PATRONI_DEAD_AFTER=30s", "NODEHA_SYNCHRONOUS=false"},
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -222,9 +228,20 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	// This cluster runs asynchronous replication (the opt-out): a killed
+	// primary container is restarted in place and its Patroni resumes with
+	// the lock it kept, as the recipe's restart policy would, instead of a
+	// replica that may lack the last commits being promoted. Nothing the
+	// writer saw acknowledged is lost, and the primary does not move.
 	t.Run("KilledContainerComesBack", func(t *testing.T) {
 		leader := mustWhole(t, c, time.Minute)
 		before := mustHealth(t, leader).Container.Restarts
+		dsn, err := exec.Command(nodehaBin, "dsn", "--user", "bench", "--peers", c.Peers()).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, stopWriter := startWriter(t, strings.TrimSpace(string(dsn)), killedTrial)
+		time.Sleep(time.Second) // writes in flight when the container dies
 		killed := time.Now()
 		if _, err := testcluster.Docker(ctx, "kill", leader.Spilo); err != nil {
 			t.Fatal(err)
@@ -239,8 +256,26 @@ func TestCluster(t *testing.T) {
 			}
 			return nil
 		})
-		mustWhole(t, c, 3*time.Minute)
+		after := mustWhole(t, c, 3*time.Minute)
 		t.Logf("killed container back, one leader and two streaming replicas after %.1fs", time.Since(killed).Seconds())
+		eventually(t, time.Minute, func() error {
+			if acks := w.Acks(); len(acks) == 0 || !acks[len(acks)-1].At.After(killed) {
+				return fmt.Errorf("no write acknowledged since the kill")
+			}
+			return nil
+		})
+		stopWriter()
+		acks := w.Acks()
+		t.Logf("write pause: %v (%d writes acknowledged)", faults.LongestGapAfter(acks, killed).Round(time.Millisecond), len(acks))
+		if after != leader {
+			t.Errorf("primary moved from %s to %s: in asynchronous mode the killed primary's container must restart in place with its lock", leader.Name, after.Name)
+		}
+		if lost, err := faults.Missing(ctx, after, killedTrial, acks); err != nil || lost > 0 {
+			t.Errorf("%d of %d acknowledged rows missing on the primary %s (%v)", lost, len(acks), after.Name, err)
+		}
+		if !strings.Contains(leader.Logs(ctx), "restarting it in place") {
+			t.Errorf("nodeha on %s did not log its decision to keep the lock", leader.Name)
+		}
 	})
 
 	// A running container whose Patroni is gone is a dead node: runit gave

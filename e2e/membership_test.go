@@ -322,6 +322,7 @@ func TestQuorumLoss(t *testing.T) {
 		if t.Failed() {
 			for _, h := range hosts {
 				t.Logf("=== nodeha log of %s ===\n%s", h.Name, tail(h.Logs(ctx), 40))
+				t.Logf("=== spilo log of %s ===\n%s", h.Name, h.SpiloLogs(ctx, 60))
 			}
 		}
 		c.Down(ctx, false)

@@ -1,21 +1,24 @@
 // Package failover owns nodeha's help to Patroni when a primary is gone:
-// releasing the leader lock as soon as it is provably safe instead of
-// waiting for the lock's lease to expire.
+// releasing the leader lock as soon as that provably loses no acknowledged
+// commit, instead of waiting for the lock's lease to expire.
+// ReleaseDecision is the rule (and its argument); everything here obeys it.
 //
 // Two cases, both off with NODEHA_FAILOVER_ASSIST=false:
 //
 //   - This host's Spilo container died while its Patroni held the leader
 //     lock. Every process of the container is dead, so PostgreSQL there
-//     accepts no writes: the lock is deleted (compare-and-delete on the
-//     member name) before the container is restarted, and a replica is
-//     promoted at once instead of after the lease (ttl) expires.
+//     accepts no writes. In synchronous mode the lock is deleted before the
+//     container is restarted, and the synchronous standby is promoted at
+//     once; in asynchronous mode the container restarts in place and its
+//     Patroni resumes with the lock, as in the recipe.
 //   - The primary's host stopped answering at the TCP level on both its
 //     Patroni REST port and its etcd peer port for Threshold
 //     (loop_wait + 2*retry_timeout: the bound Patroni's own rule puts on
 //     ttl). A primary cut off from the etcd majority demotes itself within
-//     loop_wait + retry_timeout, so by then it no longer accepts writes;
-//     the lock's lease is revoked (guarded by the lock's revision) from
-//     the majority side. A host that is up but whose Patroni hangs still
+//     loop_wait + retry_timeout, so by then it no longer accepts writes. In
+//     synchronous mode the lock is deleted from the majority side (guarded
+//     by the state decided on) and its lease revoked; in asynchronous mode
+//     the lease decides. A host that is up but whose Patroni hangs still
 //     answers TCP, and is left to the lease.
 package failover
 
@@ -40,21 +43,6 @@ func LeaderKey(scope string) string { return "/service/" + scope + "/leader" }
 // MemberKey is Patroni's key of member name.
 func MemberKey(scope, name string) string { return "/service/" + scope + "/members/" + name }
 
-// ReleaseOwnLock deletes scope's leader lock if it names member. Call it
-// only when no Patroni of member can be running (its container is dead).
-// It reports whether the lock was released.
-func ReleaseOwnLock(ctx context.Context, kv clientv3.KV, scope, member string) (bool, error) {
-	key := LeaderKey(scope)
-	resp, err := kv.Txn(ctx).
-		If(clientv3.Compare(clientv3.Value(key), "=", member)).
-		Then(clientv3.OpDelete(key)).
-		Commit()
-	if err != nil {
-		return false, fmt.Errorf("failover: release leader lock: %w", err)
-	}
-	return resp.Succeeded, nil
-}
-
 // Watcher revokes the lease of a primary whose host is gone.
 type Watcher struct {
 	Client    *clientv3.Client
@@ -69,6 +57,7 @@ type Watcher struct {
 
 	mu   sync.Mutex
 	seen map[string]time.Time // leader host -> last time it answered
+	kept string               // the leader last left to its lease (logged once)
 }
 
 // Run watches until ctx is done.
@@ -113,6 +102,7 @@ func (w *Watcher) check(ctx context.Context) {
 		probe = w.Reachable
 	}
 	if !known || probe(ctx, host) {
+		w.kept = ""
 		w.mu.Lock()
 		w.seen[host] = now
 		w.mu.Unlock()
@@ -123,9 +113,27 @@ func (w *Watcher) check(ctx context.Context) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if _, err := w.Client.Revoke(rctx, clientv3.LeaseID(kv.Lease)); err != nil {
-		w.Log.Warn("failover assist: revoke the leader lease", "leader", leader, "err", err)
+	// A linearizable read: only the majority side decides.
+	r, err := ReadReplication(rctx, w.Client, w.Scope)
+	if err != nil {
 		return
+	}
+	if ok, why := ReleaseDecision(r, leader); !ok || r.Lease != clientv3.LeaseID(kv.Lease) {
+		if w.kept != leader {
+			w.Log.Warn("failover assist: primary host unreachable; leaving its lock to the lease", "leader", leader, "host", host, "why", why)
+			w.kept = leader
+		}
+		return
+	}
+	// The lock goes only if nothing changed since the decision; the
+	// lease's revocation then also removes the dead member's key.
+	tr, err := w.Client.Txn(rctx).If(r.guard(w.Scope)...).Then(clientv3.OpDelete(LeaderKey(w.Scope))).Commit()
+	if err != nil || !tr.Succeeded {
+		w.Log.Warn("failover assist: release the leader lock", "leader", leader, "err", err)
+		return
+	}
+	if _, err := w.Client.Revoke(rctx, r.Lease); err != nil {
+		w.Log.Warn("failover assist: revoke the dead primary's lease", "leader", leader, "err", err)
 	}
 	w.Log.Warn("failover assist: primary host unreachable; released its leader lock",
 		"leader", leader, "host", host, "unreachable_for", now.Sub(last).Round(time.Millisecond))

@@ -77,24 +77,84 @@ func leader(t *testing.T, cli *clientv3.Client, scope string) string {
 	return string(r.Kvs[0].Value)
 }
 
-func TestReleaseOwnLockOnlyReleasesOwnLock(t *testing.T) {
-	cli := etcd(t)
+// setReplication writes what Patroni keeps about replication: the dynamic
+// configuration's synchronous_mode (mode is its JSON: true, false, "quorum",
+// or "" for no configuration) and the /sync key (sync is its JSON; "" for
+// none).
+func setReplication(t *testing.T, cli *clientv3.Client, scope, mode, sync string) {
+	t.Helper()
 	ctx := context.Background()
-	patroniLock(t, cli, "s", "pg1", "10.0.0.1")
-
-	released, err := failover.ReleaseOwnLock(ctx, cli, "s", "pg2")
-	if err != nil || released || leader(t, cli, "s") != "pg1" {
-		t.Fatalf("pg2 released pg1's lock: released=%v err=%v leader=%q", released, err, leader(t, cli, "s"))
+	if mode != "" {
+		if _, err := cli.Put(ctx, failover.ConfigKey(scope), `{"ttl":20,"loop_wait":1,"synchronous_mode":`+mode+`}`); err != nil {
+			t.Fatal(err)
+		}
 	}
-	released, err = failover.ReleaseOwnLock(ctx, cli, "s", "pg1")
-	if err != nil || !released || leader(t, cli, "s") != "" {
-		t.Fatalf("pg1 did not release its lock: released=%v err=%v leader=%q", released, err, leader(t, cli, "s"))
+	if sync != "" {
+		if _, err := cli.Put(ctx, failover.SyncKey(scope), sync); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestReleaseDecision(t *testing.T) {
+	sync := func(leader string, standbys ...string) failover.Replication {
+		return failover.Replication{Leader: leader, Mode: "on", SyncLeader: leader, SyncStandbys: standbys}
+	}
+	for _, c := range []struct {
+		name string
+		r    failover.Replication
+		want bool
+	}{
+		{"no lock", failover.Replication{Mode: "on"}, false},
+		{"another member's lock", sync("pg2", "pg1"), false},
+		{"asynchronous", failover.Replication{Leader: "pg1", Mode: "off"}, false},
+		{"asynchronous with a stale /sync key", failover.Replication{Leader: "pg1", Mode: "off", SyncLeader: "pg1", SyncStandbys: []string{"pg2"}}, false},
+		{"synchronous, no standby recorded", sync("pg1"), false},
+		{"synchronous, /sync written for another primary", failover.Replication{Leader: "pg1", Mode: "on", SyncLeader: "pg2", SyncStandbys: []string{"pg3"}}, false},
+		{"synchronous with a standby", sync("pg1", "pg2"), true},
+		{"synchronous with two standbys", sync("pg1", "pg2", "pg3"), true},
+		{"quorum with a standby", failover.Replication{Leader: "pg1", Mode: "quorum", SyncLeader: "pg1", SyncStandbys: []string{"pg2"}}, true},
+	} {
+		got, why := failover.ReleaseDecision(c.r, "pg1")
+		if got != c.want || why == "" {
+			t.Errorf("%s: release %v (%q), want %v", c.name, got, why, c.want)
+		}
+	}
+}
+
+func TestReleaseDeadLock(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name, mode, sync string
+		member           string
+		released         bool
+	}{
+		{"another member's lock", "true", `{"leader":"pg1","sync_standby":"pg2"}`, "pg2", false},
+		{"no configuration (asynchronous)", "", "", "pg1", false},
+		{"asynchronous", "false", "", "pg1", false},
+		{"synchronous, no standby (Patroni 3)", "true", `{"leader":"pg1","sync_standby":null}`, "pg1", false},
+		{"synchronous with a standby (Patroni 3)", "true", `{"leader":"pg1","sync_standby":"pg2"}`, "pg1", true},
+		{"synchronous \"on\" with a standby (Patroni 4)", `"on"`, `{"leader":"pg1","sync_standby":"pg2","quorum":0}`, "pg1", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cli := etcd(t)
+			patroniLock(t, cli, "s", "pg1", "10.0.0.1")
+			setReplication(t, cli, "s", c.mode, c.sync)
+			released, why, err := failover.ReleaseDeadLock(ctx, cli, "s", c.member)
+			if err != nil || released != c.released || why == "" {
+				t.Fatalf("released %v (%q, %v), want %v", released, why, err, c.released)
+			}
+			if want := map[bool]string{true: "", false: "pg1"}[c.released]; leader(t, cli, "s") != want {
+				t.Fatalf("leader %q after the decision, want %q", leader(t, cli, "s"), want)
+			}
+		})
 	}
 }
 
 func TestWatcherRevokesOnlyAfterThresholdOfSilence(t *testing.T) {
 	cli := etcd(t)
 	patroniLock(t, cli, "s", "pg1", "10.0.0.1")
+	setReplication(t, cli, "s", "true", `{"leader":"pg1","sync_standby":"pg2"}`)
 	var up atomic.Bool
 	up.Store(true)
 	w := &failover.Watcher{
@@ -149,5 +209,25 @@ func TestWatcherNeverJudgesItself(t *testing.T) {
 	w.Run(ctx)
 	if leader(t, cli, "s") != "pg1" {
 		t.Fatal("a watcher released its own host's lock")
+	}
+}
+
+// In asynchronous mode a silent primary host keeps its lock until the lease
+// expires, as without nodeha: a replica may lack its last commits, and the
+// host may come back within the lease.
+func TestWatcherLeavesAnAsynchronousPrimaryToTheLease(t *testing.T) {
+	cli := etcd(t)
+	patroniLock(t, cli, "s", "pg1", "10.0.0.1")
+	setReplication(t, cli, "s", "false", "")
+	w := &failover.Watcher{
+		Client: cli, Scope: "s", Self: "pg2", Threshold: 100 * time.Millisecond, Interval: 20 * time.Millisecond,
+		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Answers: func(context.Context, string) bool { return false },
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	w.Run(ctx)
+	if leader(t, cli, "s") != "pg1" {
+		t.Fatal("the lock of an asynchronous primary was released before its lease expired")
 	}
 }

@@ -77,10 +77,11 @@ func (f *Fence) Check(ctx context.Context, now time.Time) {
 		if !quorum {
 			return
 		}
-		// Our Patroni is stopped: releasing our own lock is safe, and the
-		// Patroni started next races for it only by an atomic create.
+		// Our Patroni is stopped, so our lock may go where ReleaseDecision
+		// allows (synchronous mode); otherwise our Patroni, started again,
+		// finds its own lock and resumes, as after a restart.
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		released, err := ReleaseOwnLock(rctx, f.Client, f.Scope, f.Self)
+		released, _, err := ReleaseDeadLock(rctx, f.Client, f.Scope, f.Self)
 		cancel()
 		if err != nil {
 			f.Log.Warn("fence: etcd majority back but the leader lock could not be checked; staying fenced", "err", err)

@@ -12,9 +12,20 @@ import (
 )
 
 func TestFenceStopsACutOffPrimaryAndStartsItWhenTheMajorityIsBack(t *testing.T) {
+	for _, synchronous := range []bool{true, false} {
+		t.Run(map[bool]string{true: "synchronous", false: "asynchronous"}[synchronous], func(t *testing.T) {
+			fenceCutOffPrimary(t, synchronous)
+		})
+	}
+}
+
+func fenceCutOffPrimary(t *testing.T, synchronous bool) {
 	cli := etcd(t)
 	ctx := context.Background()
 	patroniLock(t, cli, "s", "pg1", "127.0.0.9")
+	if synchronous {
+		setReplication(t, cli, "s", "true", `{"leader":"pg1","sync_standby":"pg2"}`)
+	}
 	var quorum, peerUp atomic.Bool
 	quorum.Store(true)
 	var stopped, started int
@@ -57,14 +68,20 @@ func TestFenceStopsACutOffPrimaryAndStartsItWhenTheMajorityIsBack(t *testing.T) 
 		t.Fatalf("fence changed while still cut off: stopped %d started %d", stopped, started)
 	}
 
-	// The majority is back: our own (stale) lock goes before Patroni starts.
+	// The majority is back. Synchronous: our own (stale) lock goes before
+	// Patroni starts, and the synchronous standby takes over. Asynchronous:
+	// it stays, and our Patroni resumes with it.
 	quorum.Store(true)
 	at(31 * time.Second)
 	if started != 1 {
 		t.Fatal("not started again once the majority is back")
 	}
-	if l := leader(t, cli, "s"); l != "" {
+	l := leader(t, cli, "s")
+	if synchronous && l != "" {
 		t.Fatalf("the fenced primary's own lock was not released before its Patroni started: leader %q", l)
+	}
+	if !synchronous && l != "pg1" {
+		t.Fatalf("an asynchronous primary's lock was released: leader %q", l)
 	}
 }
 

@@ -87,7 +87,7 @@ func renderMap(cfg *config.Config) (map[string]any, error) {
 	dcs["ttl"] = cfg.TTL
 	dcs["loop_wait"] = cfg.LoopWait
 	dcs["retry_timeout"] = cfg.RetryTimeout
-	if cfg.Synchronous {
+	if cfg.Synchronous { // Patroni's default is off, the seed's mode
 		dcs["synchronous_mode"] = true
 	}
 

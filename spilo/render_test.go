@@ -80,7 +80,7 @@ func TestRenderIsFaithfulToSeed(t *testing.T) {
 		"--replication-password=<password>",
 		"--rewind-password=<password>",
 		"--restapi-password=<password>",
-		"--ttl=45", "--loop-wait=15", "--retry-timeout=15",
+		"--ttl=45", "--loop-wait=15", "--retry-timeout=15", "--synchronous=false",
 	)
 	file, err := spilo.Render(cfg)
 	if err != nil {

@@ -143,12 +143,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-cha
 		runner.OnExit = func(ctx context.Context) {
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			released, err := failover.ReleaseOwnLock(ctx, etcd, cfg.Scope, cfg.Name)
+			released, why, err := failover.ReleaseDeadLock(ctx, etcd, cfg.Scope, cfg.Name)
 			switch {
 			case err != nil:
 				log.Warn("failover assist: could not release the leader lock of the dead container", "err", err)
 			case released:
-				log.Warn("failover assist: container died holding the leader lock; released it so a replica takes over now")
+				log.Warn("failover assist: container died holding the leader lock; released it so the synchronous standby takes over now", "why", why)
+			default:
+				log.Info("failover assist: container died; restarting it in place", "lock", why)
 			}
 		}
 		w := &failover.Watcher{
@@ -316,7 +318,13 @@ func buildReport(ctx context.Context, cfg *config.Config, member *embedetcd.Memb
 		}
 	}
 
-	reasons := Verdict(rep.Time, cfg.Synchronous, es, rep.Container, p)
+	// The cluster's mode, not this host's setting: it applies only when a
+	// cluster is bootstrapped, and patronictl edit-config changes it.
+	synchronous := cfg.Synchronous
+	if mode, err := failover.SyncMode(ctx, member.Client(), cfg.Scope); err == nil && mode != "" {
+		synchronous = mode != "off"
+	}
+	reasons := Verdict(rep.Time, synchronous, es, rep.Container, p)
 	rep.Reasons = reasons
 	rep.Healthy = len(reasons) == 0
 	return rep

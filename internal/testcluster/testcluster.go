@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -421,16 +422,12 @@ func (c *Cluster) patroniHasSyncStandby(ctx context.Context, leader *Host) bool 
 	return err == nil && rep.Patroni != nil && rep.Patroni.SyncStandbys != nil && *rep.Patroni.SyncStandbys > 0
 }
 
-// synchronous tells whether the cluster runs with NODEHA_SYNCHRONOUS: then
-// it is whole only with a synchronous standby, without which Patroni
-// (rightly) promotes no one when the primary fails.
+// synchronous tells whether the cluster runs in synchronous mode (nodeha's
+// default, unless NODEHA_SYNCHRONOUS=false): then it is whole only with a
+// synchronous standby, without which Patroni (rightly) promotes no one when
+// the primary fails.
 func (c *Cluster) synchronous() bool {
-	for _, e := range c.Opts.Env {
-		if e == "NODEHA_SYNCHRONOUS=true" {
-			return true
-		}
-	}
-	return false
+	return !slices.Contains(c.Opts.Env, "NODEHA_SYNCHRONOUS=false")
 }
 
 // HostByName finds a host by Patroni member name.

@@ -32,8 +32,9 @@ type variant struct {
 }
 
 var variants = []variant{
-	{"baseline", []string{"NODEHA_TTL=45", "NODEHA_LOOP_WAIT=15", "NODEHA_RETRY_TIMEOUT=15", "NODEHA_FAILOVER_ASSIST=false"}},
-	{"nodeha", []string{"NODEHA_SYNCHRONOUS=true"}},
+	{"baseline", []string{"NODEHA_TTL=45", "NODEHA_LOOP_WAIT=15", "NODEHA_RETRY_TIMEOUT=15", "NODEHA_FAILOVER_ASSIST=false", "NODEHA_SYNCHRONOUS=false"}},
+	{"nodeha-async", []string{"NODEHA_SYNCHRONOUS=false"}},
+	{"nodeha", nil}, // the defaults: synchronous
 }
 
 func main() {
@@ -46,7 +47,7 @@ func main() {
 func run() error {
 	trials := flag.Int("trials", 10, "trials per fault and variant")
 	faultNames := flag.String("faults", "all", "comma-separated faults: "+names())
-	only := flag.String("variants", "baseline,nodeha", "variants to run")
+	only := flag.String("variants", "baseline,nodeha-async,nodeha", "variants to run")
 	out := flag.String("out", "bench-results.json", "raw results (JSON)")
 	spilo := flag.String("spilo", "3.0-p1", "Spilo generation: 3.0-p1 or 4.0-p3")
 	image := flag.String("image", "", "Spilo image (default: the generation's test image)")
