@@ -362,7 +362,9 @@ func Verdict(now time.Time, synchronous bool, es embedetcd.Status, c spilo.Conta
 		reasons = append(reasons, "patroni: PostgreSQL is "+p.State)
 	case !patroni.IsLeader(p.Role) && !patroni.IsReplica(p.Role):
 		reasons = append(reasons, "patroni: role "+p.Role)
-	case synchronous && patroni.IsLeader(p.Role) && p.SyncStandbys != nil && *p.SyncStandbys == 0:
+	case synchronous && len(es.Members) > 1 && patroni.IsLeader(p.Role) && p.SyncStandbys != nil && *p.SyncStandbys == 0:
+		// (A one-host cluster has no one to be synchronous with: Patroni
+		// commits alone, and that is all it can be.)
 		// Patroni promotes only a synchronous standby: without one, losing
 		// this host stops writes until it is back.
 		reasons = append(reasons, "patroni: synchronous mode but no synchronous standby yet")

@@ -13,7 +13,8 @@ import (
 
 func TestVerdict(t *testing.T) {
 	zero, one := 0, 1
-	etcdOK := embedetcd.Status{HasQuorum: true}
+	etcdOK := embedetcd.Status{HasQuorum: true, Members: []string{"pg1", "pg2", "pg3"}}
+	alone := embedetcd.Status{HasQuorum: true, Members: []string{"pg1"}}
 	running := spilo.ContainerStatus{Name: "spilo", State: "running", Running: true}
 	leader := &health.Patroni{Reachable: true, Role: "master", State: "running", SyncStandbys: &one}
 	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -43,6 +44,7 @@ func TestVerdict(t *testing.T) {
 		{"sync leader without standby", true, etcdOK, running, &health.Patroni{Reachable: true, Role: "master", State: "running", SyncStandbys: &zero}, "no synchronous standby"},
 		{"async leader without standby", false, etcdOK, running, &health.Patroni{Reachable: true, Role: "master", State: "running", SyncStandbys: &zero}, ""},
 		{"sync leader with standby", true, etcdOK, running, leader, ""},
+		{"sync leader of a one-host cluster", true, alone, running, &health.Patroni{Reachable: true, Role: "primary", State: "running", SyncStandbys: &zero}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -53,6 +54,9 @@ func run() error {
 	image := flag.String("image", "", "Spilo image (default: the generation's test image)")
 	overlay := flag.String("overlay", "", `Patroni overlay (default: the test image's; "none" for none)`)
 	keep := flag.Bool("keep-on-failure", false, "stop at the first failed trial and leave the cluster running for inspection")
+	pgbenchRounds := flag.Int("pgbench", 0, "instead of faults: this many pgbench rounds per client count on each variant's primary (commit throughput; -variants defaults to nodeha-async,nodeha)")
+	pgbenchClients := flag.String("pgbench-clients", "1,8", "pgbench client counts")
+	pgbenchSeconds := flag.Int("pgbench-seconds", 20, "seconds per pgbench round")
 	report := flag.String("report", "", "print the table of these raw result files (comma-separated; a later file's fault and variant replace an earlier one's) and run nothing")
 	flag.Parse()
 	g, err := testcluster.GenerationOf(*spilo)
@@ -102,13 +106,49 @@ func run() error {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 		}
 	}
+	var tps []Throughput
+	var clients []int
+	if *pgbenchRounds > 0 {
+		for _, f := range strings.Split(*pgbenchClients, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return fmt.Errorf("-pgbench-clients: %q is not a client count", f)
+			}
+			clients = append(clients, n)
+		}
+		if !flagGiven("variants") {
+			*only = "nodeha-async,nodeha"
+		}
+	}
+	saveTPS := func(t Throughput) {
+		tps = append(tps, t)
+		b, _ := json.MarshalIndent(map[string]any{
+			"machine": machine(), "spilo": g.Tag, "image": *image, "started": started.UTC(), "pgbench": tps,
+		}, "", "  ")
+		if err := os.WriteFile(*out, b, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+	}
 	for _, v := range variants {
 		if !slices.Contains(strings.Split(*only, ","), v.Name) {
 			continue
 		}
-		if err := runVariant(ctx, v, fs, *trials, g, *image, *overlay, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep, save); err != nil {
+		work := func(ctx context.Context, c *testcluster.Cluster) error {
+			return runFaults(ctx, c, v, fs, *trials, *keep, save)
+		}
+		if *pgbenchRounds > 0 {
+			work = func(ctx context.Context, c *testcluster.Cluster) error {
+				return runPgbench(ctx, c, v.Name, clients, *pgbenchRounds, *pgbenchSeconds, saveTPS)
+			}
+		}
+		if err := runVariant(ctx, v, g, *image, *overlay, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep, work); err != nil {
 			return err
 		}
+	}
+	if *pgbenchRounds > 0 {
+		printThroughput(os.Stdout, tps)
+		fmt.Printf("\nraw results: %s; %s; took %v\n", *out, machine(), time.Since(started).Round(time.Second))
+		return nil
 	}
 	printTable(os.Stdout, results, fs)
 	fmt.Printf("\nraw results: %s; %s; took %v\n", *out, machine(), time.Since(started).Round(time.Second))
@@ -123,7 +163,18 @@ func names() string {
 	return strings.Join(n, ",")
 }
 
-func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, g testcluster.Generation, image, overlay, dir string, keep bool, save func(faults.Result)) (err error) {
+func flagGiven(name string) bool {
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
+// benchPassword is the bench role's (the writer's) password.
+const benchPassword = "bench-pw"
+
+// runVariant brings up the variant's cluster, runs work on it and takes it
+// down (unless keep and work failed).
+func runVariant(ctx context.Context, v variant, g testcluster.Generation, image, overlay, dir string, keep bool, work func(context.Context, *testcluster.Cluster) error) (err error) {
 	c, err := testcluster.New(testcluster.Options{
 		Prefix: "nodeha-bench", Subnet: "172.28.8.0/24", Hosts: 3, BaseDir: dir,
 		NodehaImage: "nodeha-bench:latest", SpiloImage: image, Overlay: overlay,
@@ -140,27 +191,32 @@ func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, g
 		}
 		c.Down(context.Background(), true)
 	}()
-	const password = "bench-pw"
-	up := func() error {
-		fmt.Fprintf(os.Stderr, "== %s: starting the cluster (%s)\n", v.Name, strings.Join(v.Env, " "))
-		if err := c.Up(ctx); err != nil {
-			return err
-		}
-		leader, err := c.WaitWhole(ctx, 4*time.Minute)
-		if err != nil {
-			return err
-		}
-		return faults.Setup(ctx, leader, password)
-	}
-	if err := up(); err != nil {
+	if err := upCluster(ctx, c, v); err != nil {
 		return err
 	}
+	return work(ctx, c)
+}
+
+func upCluster(ctx context.Context, c *testcluster.Cluster, v variant) error {
+	fmt.Fprintf(os.Stderr, "== %s: starting the cluster (%s)\n", v.Name, strings.Join(v.Env, " "))
+	if err := c.Up(ctx); err != nil {
+		return err
+	}
+	leader, err := c.WaitWhole(ctx, 4*time.Minute)
+	if err != nil {
+		return err
+	}
+	return faults.Setup(ctx, leader, benchPassword)
+}
+
+// runFaults runs trials of every fault on c.
+func runFaults(ctx context.Context, c *testcluster.Cluster, v variant, fs []faults.Fault, trials int, keep bool, save func(faults.Result)) error {
 	dsn := cli.DSN(strings.Split(c.Peers(), ","), 5432, "bench", "postgres", false)
 	n := 0
 	for _, f := range fs {
 		for i := 1; i <= trials; i++ {
 			n++
-			r := faults.Run(ctx, c, f, dsn, password, v.Name, n)
+			r := faults.Run(ctx, c, f, dsn, benchPassword, v.Name, n)
 			save(r)
 			fmt.Fprintf(os.Stderr, "%s %s #%d: pause %dms, whole %dms, acked %d, lost %d, overlaps %d %s\n",
 				v.Name, f.Name, i, r.PauseMS, r.WholeMS, r.Acked, r.Lost, len(r.Overlaps), r.Error)
@@ -175,7 +231,7 @@ func runVariant(ctx context.Context, v variant, fs []faults.Fault, trials int, g
 				// split brain) would fail every later trial: start afresh.
 				fmt.Fprintf(os.Stderr, "== %s: the trial failed; recreating the cluster from nothing\n", v.Name)
 				c.Down(ctx, true)
-				if err := up(); err != nil {
+				if err := upCluster(ctx, c, v); err != nil {
 					return err
 				}
 			}
