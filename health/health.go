@@ -161,7 +161,7 @@ func Listen(path string, report func(context.Context) Report, act Actions) (*Ser
 			serveAction(w, msg, err)
 		})
 	}
-	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln, path: path, errc: make(chan error, 1)}
+	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second}, ln: ln, path: path, errc: make(chan error, 1)}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.errc <- fmt.Errorf("health: serve: %w", err)
@@ -225,9 +225,12 @@ func Get(ctx context.Context, socket string) (Report, error) {
 	return rep, nil
 }
 
-// socketClient is an HTTP client whose every request goes to socket.
+// socketClient is an HTTP client whose every request goes to socket. Each
+// call makes one, so it keeps no connection: a kept-alive one would outlive
+// the call in both processes.
 func socketClient(socket string) *http.Client {
 	return &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
