@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nodeha/nodeha/internal/atomicfile"
 	"github.com/nodeha/nodeha/systemd"
 )
 
@@ -255,27 +256,7 @@ func writeFile(path string, data []byte, mode, dirMode fs.FileMode) error {
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return fmt.Errorf("install: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("install: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("install: %w", err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("install: write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("install: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("install: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.WriteFile(path, data, mode); err != nil {
 		return fmt.Errorf("install: %w", err)
 	}
 	return nil

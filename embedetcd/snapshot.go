@@ -13,6 +13,8 @@ import (
 
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
+
+	"github.com/nodeha/nodeha/internal/atomicfile"
 )
 
 // Snapshot writes the member's database to dir/etcd-TIMESTAMP.db (mode
@@ -31,32 +33,21 @@ func (m *Member) Snapshot(ctx context.Context, dir string, retain int) (string, 
 	snap := m.etcd.Server.Backend().Snapshot()
 	defer snap.Close()
 	path := filepath.Join(dir, "etcd-"+time.Now().UTC().Format("20060102T150405.000Z")+".db")
-	tmp, err := os.CreateTemp(dir, ".snapshot.*")
-	if err != nil {
-		return "", fmt.Errorf("embedetcd: snapshot: %w", err)
-	}
-	defer os.Remove(tmp.Name())
 	// The file ends with the SHA-256 of the database, as etcd's Maintenance
 	// API streams it: a restore checks it.
-	sum := sha256.New()
-	n, err := snap.WriteTo(io.MultiWriter(tmp, sum))
-	if err == nil {
-		_, err = tmp.Write(sum.Sum(nil))
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && n == 0 {
-		err = fmt.Errorf("empty snapshot")
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
+	err := atomicfile.Stream(path, 0o600, func(w io.Writer) error {
+		sum := sha256.New()
+		n, err := snap.WriteTo(io.MultiWriter(w, sum))
+		if err == nil && n == 0 {
+			err = fmt.Errorf("empty snapshot")
+		}
+		if err == nil {
+			_, err = w.Write(sum.Sum(nil))
+		}
+		return err
+	})
 	if err != nil {
-		return "", fmt.Errorf("embedetcd: snapshot %s: %w", path, err)
+		return "", fmt.Errorf("embedetcd: snapshot: %w", err)
 	}
 	prune(dir, retain)
 	return path, nil

@@ -15,6 +15,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/nodeha/nodeha/config"
+	"github.com/nodeha/nodeha/internal/atomicfile"
 )
 
 // ImageAPI is what EnsureImage needs from the Docker Engine API.
@@ -209,21 +210,8 @@ func writeFile(dir, name string, file []byte, uid, gid int) error {
 	if old, err := os.ReadFile(dst); err == nil && string(old) == string(file) {
 		return errors.Join(os.Chmod(dst, 0o600), os.Lchown(dst, uid, gid))
 	}
-	tmp, err := os.CreateTemp(dir, "."+name+".*")
-	if err != nil {
-		return fmt.Errorf("spilo: write %s: %w", dst, err)
-	}
-	defer os.Remove(tmp.Name())
-	err = errors.Join(tmp.Chmod(0o600), tmp.Chown(uid, gid))
-	if err == nil {
-		_, err = tmp.Write(file)
-	}
-	err = errors.Join(err, tmp.Sync(), tmp.Close())
-	if err == nil {
-		err = os.Rename(tmp.Name(), dst)
-	}
-	if err != nil {
-		return fmt.Errorf("spilo: write %s: %w", dst, err)
+	if err := atomicfile.WriteFileOwned(dst, file, 0o600, uid, gid); err != nil {
+		return fmt.Errorf("spilo: %w", err)
 	}
 	return nil
 }

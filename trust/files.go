@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/nodeha/nodeha/internal/atomicfile"
 )
 
 // ErrForeign is returned when a host's stored identity is another
@@ -87,31 +89,39 @@ func (id *Identity) EnsureHost(f Files, name string, ips []netip.Addr) error {
 		{f.PatroniCrt, f.PatroniKey, "patroni-" + name, nil, Client},
 	} {
 		cert, err := os.ReadFile(p.cert)
-		_, kerr := os.Stat(p.key)
-		if err == nil && kerr == nil && id.IssuedBy(cert) && CertCovers(cert, p.name, p.ips) {
+		key, kerr := os.ReadFile(p.key)
+		if err == nil && kerr == nil && id.IssuedBy(cert) && CertCovers(cert, p.name, p.ips) && pairs(cert, key) {
 			continue
 		}
+		// Two files cannot be replaced in one step: a crash between them
+		// leaves a key that is not the certificate's, which pairs() finds
+		// on the next start, and a new pair is issued.
 		c, k, err := id.Issue(p.name, p.ips, p.u)
 		if err != nil {
 			return err
 		}
-		if err := errors.Join(writeIfChanged(p.key, k), writeIfChanged(p.cert, c)); err != nil {
+		if err := writeIfChanged(p.key, k); err != nil {
+			return err
+		}
+		if err := writeIfChanged(p.cert, c); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// pairs tells whether key is the private key of cert (PEM both).
+func pairs(cert, key []byte) bool {
+	_, err := tls.X509KeyPair(cert, key)
+	return err == nil
+}
+
 func writeIfChanged(path string, b []byte) error {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
 		return os.Chmod(path, 0o600)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("trust: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("trust: write %s: %w", path, err)
+	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("trust: %w", err)
 	}
 	return nil
 }

@@ -199,3 +199,29 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal("plain HTTP was answered")
 	}
 }
+
+// A crash between writing a new key and its certificate left a pair that
+// does not belong together, and every later start failed to load it: the
+// next EnsureHost must issue a new pair.
+func TestEnsureHostRepairsATornPair(t *testing.T) {
+	id, _ := trust.FromToken(trust.GenerateToken())
+	f := trust.FilesIn(filepath.Join(t.TempDir(), "tls"))
+	ips := []netip.Addr{netip.MustParseAddr("10.0.0.1")}
+	if err := id.EnsureHost(f, "10.0.0.1", ips); err != nil {
+		t.Fatal(err)
+	}
+	_, newKey, err := id.Issue("10.0.0.1", ips, trust.ServerAndClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(f.Key, newKey, 0o600) // the key of the next pair, not its certificate
+	if _, err := id.ClientTLS(f.Cert, f.Key); err == nil {
+		t.Fatal("test setup: the torn pair loads")
+	}
+	if err := id.EnsureHost(f, "10.0.0.1", ips); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := id.ClientTLS(f.Cert, f.Key); err != nil {
+		t.Fatalf("after EnsureHost the pair still does not load: %v", err)
+	}
+}
