@@ -89,6 +89,10 @@ type Config struct {
 	// nothing: the caller stores it.
 	MayGenerateToken bool `ignored:"true"`
 	TokenGenerated   bool `ignored:"true"`
+	// ReplaceIdentity says the stored token and TLS files are another
+	// cluster's but bind nothing (no etcd or PostgreSQL data): Start moves
+	// them aside and stores the given token.
+	ReplaceIdentity bool `ignored:"true"`
 }
 
 // TokenFile is where a host keeps its cluster's token.
@@ -440,8 +444,14 @@ func (c *Config) resolveToken() []error {
 	switch {
 	case c.Token == "" && stored != "":
 		c.Token = stored
+	case c.Token != "" && stored != "" && c.Token != stored && !c.HasHostData():
+		// A start that failed before this host formed anything (a new
+		// one-host cluster with a generated token, say) stored a token
+		// that binds nothing: the given one replaces it, and Start moves
+		// the old identity aside.
+		c.ReplaceIdentity = true
 	case c.Token != "" && stored != "" && c.Token != stored:
-		add("differs from the token this host already belongs to (%s); a host changes clusters only with `nodeha join`", c.TokenFile())
+		add("differs from the token stored in %s, of the cluster this host's etcd and PostgreSQL data belong to; to keep this host in its cluster, unset NODEHA_TOKEN/--token (or give that token: `nodeha token show`); to move it to another cluster, `nodeha leave` it first, then `nodeha join --token ...`", c.TokenFile())
 		return errs
 	case c.Token == "" && c.MayGenerateToken && !c.Join && len(c.Peers) == 1 && !HasEtcdData(c.EtcdDir()):
 		c.Token, c.TokenGenerated = trust.GenerateToken(), true
@@ -458,7 +468,7 @@ func (c *Config) resolveToken() []error {
 		add("%v", err)
 		return errs
 	}
-	if err := id.CheckHost(c.TLSFiles()); err != nil {
+	if err := id.CheckHost(c.TLSFiles()); err != nil && !c.ReplaceIdentity {
 		add("%v", err)
 		return errs
 	}
@@ -482,6 +492,13 @@ func (c *Config) resolveToken() []error {
 // "replication", "restapi") is the token's, not set explicitly.
 func (c *Config) DerivedPassword(purpose, value string) bool {
 	return c.Identity != nil && c.Identity.Password(purpose) == value
+}
+
+// HasHostData reports whether this host has formed anything a token binds:
+// etcd member data or a PostgreSQL data directory.
+func (c *Config) HasHostData() bool {
+	_, err := os.Stat(filepath.Join(c.PostgresDir, "pgdata", "PG_VERSION"))
+	return HasEtcdData(c.EtcdDir()) || err == nil
 }
 
 // HasEtcdData reports whether dir holds an etcd member's WAL.

@@ -458,9 +458,25 @@ func TestTokenRules(t *testing.T) {
 	if err := c.Validate(); err != nil || c.Token != testToken {
 		t.Errorf("stored token not used: %v", err)
 	}
-	c = load(t, append(base, "--peers=10.0.0.1,10.0.0.2", "--token=another-token-of-another-cluster")...)
-	if err := c.Validate(); !hasLine(errLines(err), "NODEHA_TOKEN (--token): ", "differs") {
-		t.Errorf("a token different from the stored one: %v", err)
+	// A failed first start stored a (generated) token but formed nothing:
+	// the real token replaces it (it used to be refused for good).
+	other := append(base, "--postgres-dir="+filepath.Join(dir, "pg"), "--peers=10.0.0.1,10.0.0.2", "--token=another-token-of-another-cluster")
+	c = load(t, other...)
+	if err := c.Validate(); err != nil || !c.ReplaceIdentity || c.Token != "another-token-of-another-cluster" {
+		t.Errorf("a new token on a host that formed nothing: %v (replace %v)", err, c.ReplaceIdentity)
+	}
+	// Once the host has data, another token is refused, and the message
+	// says what to do.
+	for _, data := range []string{filepath.Join("etcd", "member", "wal", "0.wal"), filepath.Join("pg", "pgdata", "PG_VERSION")} {
+		p := filepath.Join(dir, data)
+		os.MkdirAll(filepath.Dir(p), 0o700)
+		os.WriteFile(p, []byte("x"), 0o600)
+		c = load(t, other...)
+		err := c.Validate()
+		if !hasLine(errLines(err), "NODEHA_TOKEN (--token): ", "differs") || !strings.Contains(err.Error(), "nodeha leave") || c.ReplaceIdentity {
+			t.Errorf("a token different from the stored one, with %s: %v", data, err)
+		}
+		os.RemoveAll(filepath.Join(dir, strings.Split(data, "/")[0]))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -90,6 +91,7 @@ type Runner struct {
 	readyOnce sync.Once
 	closeOnce sync.Once
 	closeErr  error
+	closed    atomic.Bool
 
 	hang chan struct{}
 
@@ -155,6 +157,7 @@ func (r *Runner) Status() ContainerStatus {
 // the first mode wins.
 func (r *Runner) Close(mode CloseMode) error {
 	r.closeOnce.Do(func() {
+		r.closed.Store(true)
 		if r.cancel != nil {
 			r.cancel()
 			<-r.done
@@ -188,6 +191,10 @@ func (r *Runner) Alive(within time.Duration) bool {
 	now := r.now()
 	return now.Sub(r.progress) < within || now.Before(r.busyTill)
 }
+
+// Closed tells whether Close has been called: the container is no longer
+// kept running.
+func (r *Runner) Closed() bool { return r.closed.Load() }
 
 // Hang makes the reconcile loop block until Close: a test hook for the
 // watchdog (enabled with NODEHA_TEST_HOOKS).

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -22,6 +21,7 @@ import (
 	"github.com/nodeha/nodeha/config"
 	"github.com/nodeha/nodeha/embedetcd"
 	"github.com/nodeha/nodeha/failover"
+	"github.com/nodeha/nodeha/internal/atomicfile"
 	"github.com/nodeha/nodeha/patroni"
 	"github.com/nodeha/nodeha/spilo"
 )
@@ -53,8 +53,6 @@ type members struct {
 	runner    *spilo.Runner
 	pc        *patroni.Client
 	log       *slog.Logger
-	leaving   atomic.Bool
-	left      chan struct{} // closed once this host has left
 }
 
 // register records this host's name and address (see hostKey), retrying
@@ -90,12 +88,10 @@ func (m *members) peersClient() (*clientv3.Client, error) {
 
 // Leave takes this host out of the cluster: a switchover first when it is
 // the primary, then its container stops, its Patroni and etcd members go,
-// and nodeha exits. Nothing is deleted.
-func (m *members) Leave(ctx context.Context) (string, error) {
-	if !m.leaving.CompareAndSwap(false, true) {
-		return "", errors.New("leave: already leaving")
-	}
-	fail := func(err error) (string, error) { m.leaving.Store(false); return "", fmt.Errorf("leave: %w", err) }
+// and nodeha exits. Nothing is deleted. Only the node's owner calls it
+// (Node.Wait), one at a time.
+func (m *members) Leave(ctx context.Context) (msg string, err error) {
+	fail := func(err error) (string, error) { return "", fmt.Errorf("leave: %w", err) }
 	cfg := m.cfg
 	st := m.member.Status()
 	switch {
@@ -125,7 +121,7 @@ func (m *members) Leave(ctx context.Context) (string, error) {
 	}
 	steps = append(steps, "stopped container "+cfg.ContainerName)
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err := m.etcd.Delete(dctx, failover.MemberKey(cfg.Scope, cfg.Name))
+	_, err = m.etcd.Delete(dctx, failover.MemberKey(cfg.Scope, cfg.Name))
 	if err == nil {
 		_, err = m.etcd.Delete(dctx, hostKey(cfg.Scope, cfg.Name))
 	}
@@ -134,9 +130,16 @@ func (m *members) Leave(ctx context.Context) (string, error) {
 		return fail(fmt.Errorf("remove Patroni member %s: %w", cfg.Name, err))
 	}
 	steps = append(steps, "removed Patroni member "+cfg.Name)
-	if err := os.WriteFile(leftFile(cfg), []byte("left at "+time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
+	// The mark goes first, so that a crash right after the member's removal
+	// still finds it; a leave that fails takes it back.
+	if err := atomicfile.WriteFile(leftFile(cfg), []byte("left at "+time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
 		return fail(err)
 	}
+	defer func() {
+		if err != nil {
+			os.Remove(leftFile(cfg))
+		}
+	}()
 	cli, err := m.peersClient()
 	if err != nil {
 		return fail(err)
@@ -147,12 +150,10 @@ func (m *members) Leave(ctx context.Context) (string, error) {
 	_, err = cli.MemberRemove(rctx, id)
 	cancel()
 	if err != nil {
-		os.Remove(leftFile(cfg))
 		return fail(fmt.Errorf("remove etcd member %x: %w", id, err))
 	}
 	steps = append(steps, fmt.Sprintf("removed etcd member %x", id))
 	m.log.Warn("left the cluster", "steps", strings.Join(steps, "; "))
-	close(m.left)
 	return fmt.Sprintf("%s left the cluster: %s.\nNothing was deleted: PostgreSQL's data is in %s, etcd's old data in %s.\nTo come back: nodeha join --peers HOST (the old etcd data is then moved aside).",
 		cfg.Name, strings.Join(steps, "; "), cfg.PostgresDir, cfg.EtcdDir()), nil
 }

@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -27,7 +26,6 @@ import (
 	"github.com/nodeha/nodeha/health"
 	"github.com/nodeha/nodeha/patroni"
 	"github.com/nodeha/nodeha/spilo"
-	"github.com/nodeha/nodeha/trust"
 )
 
 // Version is set by main.
@@ -65,219 +63,6 @@ type Notifier interface {
 	Status(string)
 	Watchdog()
 	WatchdogInterval() time.Duration
-}
-
-// Run runs the node until ctx is cancelled (stop the container, then
-// etcd) or detach is closed (leave the container running, for an upgrade of
-// nodeha). cfg must have been validated. Cancellation is a clean exit.
-func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, detach <-chan struct{}, notify Notifier) error {
-	// Preflight: everything that can fail on bad input fails here, before
-	// anything is written to disk.
-	if err := health.CheckFree(cfg.Socket); err != nil {
-		return err
-	}
-	file, err := spilo.Render(cfg)
-	if err != nil {
-		return err
-	}
-	dc, err := NewDocker(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer dc.Close()
-	if err := spilo.EnsureImage(ctx, dc, cfg.Image, log); err != nil {
-		return err
-	}
-	spec := spilo.NewSpec(cfg, file)
-	if err := checkNotLeft(cfg); err != nil {
-		return err
-	}
-	if cfg.Join && !embedetcd.HasData(cfg.EtcdDir()) {
-		// A join to a host of another cluster, or under a taken name, is
-		// refused before this host writes anything.
-		if err := preflightJoin(ctx, cfg, log); err != nil {
-			return err
-		}
-	}
-
-	// The token first: the CA and the passwords derive from it, and a host
-	// that has once stored one keeps it (see config.ResolveToken).
-	if err := trust.WriteToken(cfg.TokenFile(), cfg.Token); err != nil {
-		return err
-	}
-	if cfg.TokenGenerated {
-		log.Warn("generated a new cluster token: other hosts join with it; `nodeha token show` prints it", "file", cfg.TokenFile(), "ca", cfg.Identity.Short())
-	}
-	if err := spilo.PrepareHost(cfg, file); err != nil {
-		return err
-	}
-	ec := embedetcd.ConfigFrom(cfg)
-	f := cfg.TLSFiles()
-	clientTLS, err := cfg.Identity.ClientTLS(f.Cert, f.Key)
-	if err != nil {
-		return err
-	}
-	if cfg.Join {
-		if err := join(ctx, cfg, &ec, clientTLS, log); err != nil {
-			return err
-		}
-	}
-	member, err := embedetcd.Start(ec, log)
-	if err != nil {
-		return err
-	}
-	runner := spilo.NewRunner(dc, spec, log)
-	runner.BeforeStart = func() error { return spilo.EnsureDirs(cfg) }
-	// Helpers that use the etcd member stop before it closes (a read on a
-	// closed member panics), whatever ends the run.
-	bg, stopBG := context.WithCancel(ctx)
-	var helpers sync.WaitGroup
-	defer helpers.Wait()
-	defer stopBG()
-	goHelper := func(f func(context.Context)) {
-		helpers.Add(1)
-		go func() { defer helpers.Done(); f(bg) }()
-	}
-	if cfg.FailoverAssist {
-		etcd := member.Client()
-		runner.OnExit = func(ctx context.Context) {
-			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			defer cancel()
-			released, why, err := failover.ReleaseDeadLock(ctx, etcd, cfg.Scope, cfg.Name)
-			switch {
-			case err != nil:
-				log.Warn("failover assist: could not release the leader lock of the dead container", "err", err)
-			case released:
-				log.Warn("failover assist: container died holding the leader lock; released it so the synchronous standby takes over now", "why", why)
-			default:
-				log.Info("failover assist: container died; restarting it in place", "lock", why)
-			}
-		}
-		w := &failover.Watcher{
-			Client: etcd, Scope: cfg.Scope, Self: cfg.Name, Log: log,
-			Threshold: time.Duration(cfg.LoopWait+2*cfg.RetryTimeout) * time.Second,
-			Interval:  500 * time.Millisecond,
-			Ports:     []int{cfg.RestAPIPort, cfg.EtcdPeerPort},
-		}
-		goHelper(w.Run)
-		fence := &failover.Fence{
-			Client: etcd, Scope: cfg.Scope, Self: cfg.Name, Peers: member.OtherAddresses, Log: log,
-			After:    time.Duration(cfg.LoopWait+cfg.RetryTimeout) * time.Second,
-			Interval: 500 * time.Millisecond,
-			Ports:    []int{cfg.RestAPIPort, cfg.EtcdPeerPort},
-			Stop:     runner.Fence, Start: runner.Unfence,
-			// Raft's own view (etcd runs with CheckQuorum: a cut-off leader
-			// steps down within an election timeout): no read that would
-			// queue and flood the log while cut off.
-			Quorum: func(context.Context) bool { return member.Status().HasQuorum },
-		}
-		goHelper(fence.Run)
-	}
-	runner.Start(context.WithoutCancel(ctx))
-
-	pc := patroni.New("http://" + config.HostPort("127.0.0.1", cfg.RestAPIPort))
-	// A running container whose Patroni is gone is a dead node that only
-	// nodeha notices. Watched also with the check off, for the report.
-	pw := &patroniWatch{
-		ping: pc.Ping, runner: runner, deadAfter: cfg.PatroniDeadAfter,
-		interval: 2 * time.Second, log: log, now: time.Now,
-	}
-	goHelper(pw.run)
-	report := func(ctx context.Context) health.Report {
-		return buildReport(ctx, cfg, member, runner, pc, pw.notAnsweringSince)
-	}
-	mem := &members{cfg: cfg, member: member, etcd: member.Client(), clientTLS: clientTLS, runner: runner, pc: pc, log: log, left: make(chan struct{})}
-	acts := health.Actions{Leave: mem.Leave, Remove: mem.Remove, Snapshot: func(ctx context.Context) (string, error) {
-		return member.Snapshot(ctx, cfg.SnapshotDir(), cfg.EtcdSnapshotRetain)
-	}}
-	if cfg.TestHooks {
-		acts.Hang = runner.Hang
-	}
-	hs, err := health.Listen(cfg.Socket, report, acts)
-	if err != nil {
-		stopBG()
-		helpers.Wait()
-		runner.Close(spilo.LeaveRunning)
-		member.Close()
-		return err
-	}
-	log.Info("nodeha running", "name", cfg.Name, "address", cfg.AdvertiseIP, "socket", cfg.Socket, "spec_hash", spec.Hash)
-
-	// READY once the etcd member serves and the socket answers.
-	goHelper(func(ctx context.Context) {
-		select {
-		case <-member.Ready():
-			log.Info("etcd member ready", "status", member.Status())
-			notify.Ready()
-			mem.register(ctx)
-		case <-ctx.Done():
-		}
-	})
-	goHelper(func(ctx context.Context) { statusLoop(ctx, notify, report) })
-	// A learner (a host that joined) promotes itself once caught up.
-	goHelper(func(ctx context.Context) {
-		select {
-		case <-member.Ready():
-			member.Promote(ctx, clientTLS, log)
-		case <-ctx.Done():
-		}
-	})
-	if cfg.EtcdSnapshotInterval > 0 {
-		goHelper(func(ctx context.Context) {
-			snapshotLoop(ctx, member, cfg.EtcdSnapshotInterval, cfg.SnapshotDir(), cfg.EtcdSnapshotRetain, log)
-		})
-	}
-	if wd := notify.WatchdogInterval(); wd > 0 {
-		goHelper(func(ctx context.Context) { watchdog(ctx, notify, runner, wd, log) })
-	}
-
-	mode := spilo.StopContainer
-	var runErr error
-	select {
-	case <-ctx.Done():
-		select {
-		case <-detach: // an upgrade asked first; a stop right behind it must not undo it
-			mode = spilo.LeaveRunning
-			log.Info("detaching: PostgreSQL keeps running; the next nodeha adopts it")
-		default:
-			log.Info("stopping: PostgreSQL will be stopped cleanly, then etcd")
-		}
-	case <-detach:
-		mode = spilo.LeaveRunning
-		log.Info("detaching: PostgreSQL keeps running; the next nodeha adopts it")
-	case <-mem.left:
-		mode = spilo.LeaveRunning // stopped already
-	case err := <-member.Err():
-		if mem.leaving.Load() {
-			<-mem.left // removed from the cluster as asked
-			mode = spilo.LeaveRunning
-			break
-		}
-		runErr = fmt.Errorf("etcd: %w", err)
-	case err := <-hs.Err():
-		runErr = err
-	}
-	if runErr != nil {
-		log.Error("fatal", "err", runErr)
-	}
-
-	notify.Stopping()
-	notify.Status("stopping")
-
-	// Shutdown order:
-	//  0. the helpers (failover and Patroni watchers, status and watchdog
-	//     loops);
-	//  1. the runner: stop its loop, then (unless detaching) stop the
-	//     container, so Patroni deletes its leader key while etcd still has
-	//     this member and replicas take over at once;
-	//  2. the etcd member;
-	//  3. the health socket, last, so status answers until the end.
-	stopBG()
-	helpers.Wait()
-	err = runner.Close(mode)
-	member.Close()
-	hs.Close()
-	return errors.Join(runErr, err)
 }
 
 func buildReport(ctx context.Context, cfg *config.Config, member *embedetcd.Member, runner *spilo.Runner, pc *patroni.Client, silentSince func() time.Time) health.Report {
@@ -406,9 +191,10 @@ func StatusLine(rep health.Report) string {
 	return "unhealthy: " + role + ": " + strings.Join(rep.Reasons, "; ")
 }
 
-// watchdog pings systemd at half the interval, but only while the
-// reconcile loop makes progress: a hung loop gets the service restarted.
-func watchdog(ctx context.Context, notify Notifier, runner *spilo.Runner, interval time.Duration, log *slog.Logger) {
+// watchdog pings systemd at half the interval, but only while alive says
+// the node makes progress (its reconcile loop runs, or a leave, bounded by
+// leaveTimeout, is under way): a hung loop gets the service restarted.
+func watchdog(ctx context.Context, notify Notifier, alive func() bool, interval time.Duration, log *slog.Logger) {
 	tick := time.NewTicker(interval / 2)
 	defer tick.Stop()
 	warned := false
@@ -418,7 +204,7 @@ func watchdog(ctx context.Context, notify Notifier, runner *spilo.Runner, interv
 			return
 		case <-tick.C:
 		}
-		if runner.Alive(interval) {
+		if alive() {
 			notify.Watchdog()
 			warned = false
 		} else if !warned {
