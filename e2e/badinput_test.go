@@ -26,7 +26,8 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"missing token", map[string]string{"NODEHA_TOKEN": "", "NODEHA_PEERS": "127.0.0.1,127.0.0.2"}, "NODEHA_TOKEN (--token): is required"},
 		{"token too short", map[string]string{"NODEHA_TOKEN": "short"}, "NODEHA_TOKEN (--token): not a valid token: 5 characters, want at least 24"},
-		{"token of another cluster", map[string]string{"NODEHA_TOKEN": "the-token-of-another-cluster-0123"}, "NODEHA_TOKEN (--token): differs from the token this host already belongs to"},
+		{"token of another cluster", map[string]string{"NODEHA_TOKEN": "the-token-of-another-cluster-0123"}, "NODEHA_TOKEN (--token): differs from the token stored in"},
+		{"advertise not this host's", map[string]string{"NODEHA_ADVERTISE": "203.0.113.77", "NODEHA_PEERS": "203.0.113.77"}, "NODEHA_ADVERTISE (--advertise): 203.0.113.77 is not an address of this host"},
 		{"unreachable docker", map[string]string{"NODEHA_DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "NODEHA_DOCKER_HOST (--docker-host): cannot reach the Docker engine"},
 		{"template resolves to nothing", map[string]string{"NODEHA_ADVERTISE": `{{ GetAllInterfaces | include "name" "no-such-if0" | attr "address" }}`}, "resolves to no address"},
 		{"peers without this host", map[string]string{"NODEHA_PEERS": "127.0.0.2,127.0.0.3"}, "NODEHA_PEERS (--peers): does not contain this host's address 127.0.0.1"},

@@ -75,8 +75,20 @@ func hostOf(hostport string) string {
 	return h
 }
 
+// ErrAddressTaken is returned when a live member of the cluster already
+// uses the joining host's advertise address.
+var ErrAddressTaken = errors.New("is a live member's address")
+
 // JoinResult says how a joining member starts.
 type JoinResult struct {
+	// Added is the ID of the learner this join added (0: none): if the
+	// member then fails to start, Abandon takes it back, or it would block
+	// every later join ("too many learner members").
+	Added uint64
+	// endpoints are the peers that answered, for Abandon.
+	endpoints []string
+	clientTLS *tls.Config
+
 	// InitialCluster is every member, this one included (name=peerURL).
 	InitialCluster string
 	// MovedAside is where a stale data dir was moved, if one was.
@@ -139,7 +151,12 @@ func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, 
 			return res, nil
 		case me != nil && me.started:
 			// The cluster knows a member at our address that ran, but our
-			// data is gone: that member is dead; replace it.
+			// data is gone. Replaced only when it does not answer: one that
+			// does is another host (a wrong NODEHA_ADVERTISE), and removing
+			// it would take a live voter out of the cluster.
+			if alive := liveMember(ctx, me.clientURLs, clientTLS); alive != "" {
+				return res, fmt.Errorf("NODEHA_ADVERTISE (--advertise): %s %w (etcd member %x answers at %s) and this host has no etcd data: is the address this host's own?", c.Advertise, ErrAddressTaken, me.id, alive)
+			}
 			log.Warn("etcd: the cluster lists a member at this address but this host has no etcd data; removing it to join afresh", "id", fmt.Sprintf("%x", me.id))
 			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			_, err := cli.MemberRemove(rctx, me.id)
@@ -151,6 +168,7 @@ func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, 
 		case me != nil:
 			// Added as a learner before, never started (a join that was
 			// interrupted): start as that member.
+			res.Added, res.endpoints, res.clientTLS = me.id, endpoints, clientTLS
 			if hasData {
 				if res.MovedAside, err = MoveAside(c.Dir, "stale"); err != nil {
 					return res, err
@@ -199,10 +217,46 @@ func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, 
 	}
 }
 
+// Abandon removes the learner this join added, for a member that failed
+// to start. It does nothing when the join added none.
+func (r JoinResult) Abandon(ctx context.Context) error {
+	if r.Added == 0 {
+		return nil
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: r.endpoints, TLS: r.clientTLS, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("embedetcd: remove learner %x: %w", r.Added, err)
+	}
+	defer cli.Close()
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cli.MemberRemove(rctx, r.Added); err != nil && !is(err, rpctypes.ErrGRPCMemberNotFound) {
+		return fmt.Errorf("embedetcd: remove learner %x: %w", r.Added, err)
+	}
+	return nil
+}
+
+// liveMember returns the first of a member's client URLs that answers a
+// TLS handshake ("" when none does).
+func liveMember(ctx context.Context, clientURLs []string, clientTLS *tls.Config) string {
+	for _, cu := range clientURLs {
+		u, err := url.Parse(cu)
+		if err != nil {
+			continue
+		}
+		err = CheckPeer(ctx, u.Host, clientTLS)
+		if err == nil || errors.Is(err, ErrForeignPeer) {
+			return u.Host
+		}
+	}
+	return ""
+}
+
 type memberInfo struct {
-	id       uint64
-	peerURLs []string
-	started  bool
+	id         uint64
+	peerURLs   []string
+	clientURLs []string
+	started    bool
 }
 
 func memberList(ctx context.Context, cli *clientv3.Client) ([]memberInfo, error) {
@@ -214,7 +268,7 @@ func memberList(ctx context.Context, cli *clientv3.Client) ([]memberInfo, error)
 	}
 	var out []memberInfo
 	for _, m := range resp.Members {
-		out = append(out, memberInfo{id: m.ID, peerURLs: m.PeerURLs, started: m.Name != "" && len(m.ClientURLs) > 0})
+		out = append(out, memberInfo{id: m.ID, peerURLs: m.PeerURLs, clientURLs: m.ClientURLs, started: m.Name != "" && len(m.ClientURLs) > 0})
 	}
 	return out, nil
 }

@@ -173,3 +173,56 @@ func TestRestoreFromSnapshot(t *testing.T) {
 		t.Fatal("restore over a data dir in use was accepted")
 	}
 }
+
+// A fresh host that gives a live member's address as its own used to
+// remove that member from the cluster when it joined; and a join whose
+// member then fails to start used to leave its learner behind, blocking
+// every later join.
+func TestJoinNeverRemovesALiveMemberAndAbandonsItsLearner(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd members")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id, _ := trust.FromToken(trust.GenerateToken())
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a := tlsMember(t, id, "127.0.0.2")
+	ma := start(t, a)
+	peer := net.JoinHostPort(a.Advertise, strconv.Itoa(a.ClientPort))
+
+	impostor := tlsMember(t, id, "127.0.0.2") // a's address and ports, no data
+	impostor.PeerPort, impostor.ClientPort = a.PeerPort, a.ClientPort
+	impTLS, _ := id.ClientTLS(impostor.TLS.Cert, impostor.TLS.Key)
+	if _, err := embedetcd.Join(ctx, impostor, []string{peer}, impTLS, nil, log); !errors.Is(err, embedetcd.ErrAddressTaken) {
+		t.Fatalf("join under a live member's address = %v, want ErrAddressTaken", err)
+	}
+	if st := ma.Status(); len(st.Members) != 1 || !st.HasQuorum {
+		t.Fatalf("the refused join changed the membership: %+v", st)
+	}
+
+	b := tlsMember(t, id, "127.0.0.3")
+	bTLS, _ := id.ClientTLS(b.TLS.Cert, b.TLS.Key)
+	res, err := embedetcd.Join(ctx, b, []string{peer}, bTLS, nil, log)
+	if err != nil || res.Added == 0 {
+		t.Fatalf("join = %+v, %v; want a learner added", res, err)
+	}
+	if n := len(ma.Status().Members); n != 2 {
+		t.Fatalf("%d members after the add, want 2", n)
+	}
+	// b never starts (its start failed): the learner goes.
+	if err := res.Abandon(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for len(ma.Status().Members) != 1 {
+		if ctx.Err() != nil {
+			t.Fatalf("the abandoned learner is still listed: %v", ma.Status().Members)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// And another host can join now.
+	c := tlsMember(t, id, "127.0.0.4")
+	cTLS, _ := id.ClientTLS(c.TLS.Cert, c.TLS.Key)
+	if res, err := embedetcd.Join(ctx, c, []string{peer}, cTLS, nil, log); err != nil || res.Added == 0 {
+		t.Fatalf("a later join = %+v, %v", res, err)
+	}
+}

@@ -184,6 +184,9 @@ func (m *members) Remove(ctx context.Context, name string, force bool) (string, 
 			return "", fmt.Errorf("remove: no host named %q in cluster %s (known: %s)", name, cfg.Scope, strings.Join(knownHosts(gctx, m.etcd, cfg.Scope), ", "))
 		}
 	}
+	if addr == cfg.AdvertiseIP.String() {
+		return "", fmt.Errorf("remove: %s is recorded at %s, this host's own address; run `nodeha leave` here to take this host out", name, addr)
+	}
 	if leader, _ := currentLeader(gctx, m.etcd, cfg.Scope); leader == name {
 		return "", fmt.Errorf("remove: %s still holds the leader lock; wait for the failover (or switch over) first", name)
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,7 +55,7 @@ type Node struct {
 	stopBG  context.CancelFunc
 	helpers sync.WaitGroup
 
-	leaves  chan leaveRequest
+	leaves chan leaveRequest
 	// leaveFn does a leave (members.Leave; a test replaces it).
 	leaveFn func(context.Context) (string, error)
 	leaving atomic.Bool // a leave is under way: the watchdog is fed meanwhile
@@ -90,6 +92,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, notify Notif
 	if err := checkNotLeft(cfg); err != nil {
 		return nil, err
 	}
+	if err := checkLocalAddress(cfg.AdvertiseIP); err != nil {
+		return nil, err
+	}
 	dc, err := NewDocker(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -109,6 +114,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, notify Notif
 		}
 	}
 	return n, nil
+}
+
+// checkLocalAddress refuses an advertise address that is not this host's:
+// etcd could not listen on it, and a join under another host's address
+// would pose as that host.
+func checkLocalAddress(ip netip.Addr) error {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+	if err != nil {
+		return fmt.Errorf("NODEHA_ADVERTISE (--advertise): %s is not an address of this host (%v)", ip, errors.Unwrap(errors.Unwrap(err)))
+	}
+	return ln.Close()
 }
 
 // Start writes the host's files (token, TLS, directories), joins when
@@ -151,12 +167,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.clientTLS, err = cfg.Identity.ClientTLS(f.Cert, f.Key); err != nil {
 		return err
 	}
+	var joined embedetcd.JoinResult
 	if cfg.Join {
-		if err := join(ctx, cfg, &ec, n.clientTLS, log); err != nil {
+		if joined, err = join(ctx, cfg, &ec, n.clientTLS, log); err != nil {
 			return err
 		}
 	}
 	if n.member, err = embedetcd.Start(ec, log); err != nil {
+		// A learner that never starts would block every later join.
+		if aerr := joined.Abandon(context.WithoutCancel(ctx)); aerr != nil {
+			log.Error("join: could not take back the learner this host added; remove it with `nodeha remove`", "id", fmt.Sprintf("%x", joined.Added), "err", aerr)
+		} else if joined.Added != 0 {
+			log.Warn("join: this host's member failed to start; took back the learner it added", "id", fmt.Sprintf("%x", joined.Added))
+		}
 		return err
 	}
 	n.bg, n.stopBG = context.WithCancel(ctx)

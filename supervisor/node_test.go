@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -188,4 +189,34 @@ func freePort(t *testing.T, host string) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestAdvertiseMustBeThisHosts(t *testing.T) {
+	if err := checkLocalAddress(netip.MustParseAddr("127.0.0.1")); err != nil {
+		t.Fatalf("loopback: %v", err)
+	}
+	// TEST-NET-3: on no interface of a test machine.
+	err := checkLocalAddress(netip.MustParseAddr("203.0.113.77"))
+	if err == nil || !strings.HasPrefix(err.Error(), "NODEHA_ADVERTISE (--advertise): 203.0.113.77 is not an address of this host") {
+		t.Fatalf("a foreign address = %v", err)
+	}
+}
+
+// remove used to trust the address recorded under a name: a record that
+// points at this host would have it remove its own etcd member.
+func TestRemoveRefusesThisHostsAddress(t *testing.T) {
+	m := startMember(t)
+	cfg := &config.Config{Name: "pg1", Scope: "s", AdvertiseIP: netip.MustParseAddr("127.0.0.3"), RestAPIPort: 8008, EtcdPeerPort: 2380}
+	mem := &members{cfg: cfg, member: m, etcd: m.Client(), log: quiet}
+	ctx := context.Background()
+	if _, err := m.Client().Put(ctx, hostKey("s", "pg9"), "127.0.0.3"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := mem.Remove(ctx, "pg9", true)
+	if err == nil || !strings.Contains(err.Error(), "this host's own address") {
+		t.Fatalf("remove of a name recorded at this host's address = %v", err)
+	}
+	if st := m.Status(); len(st.Members) != 1 {
+		t.Fatalf("members after the refused remove: %v", st.Members)
+	}
 }

@@ -218,10 +218,10 @@ func watchdog(ctx context.Context, notify Notifier, alive func() bool, interval 
 // embedetcd.Join) and points ec at it. A host with etcd data whose peers
 // do not answer restarts from its data, as without NODEHA_JOIN: a whole
 // cluster restarting at once must come back.
-func join(ctx context.Context, cfg *config.Config, ec *embedetcd.Config, clientTLS *tls.Config, log *slog.Logger) error {
+func join(ctx context.Context, cfg *config.Config, ec *embedetcd.Config, clientTLS *tls.Config, log *slog.Logger) (embedetcd.JoinResult, error) {
 	peers := cfg.OtherPeers()
 	if len(peers) == 0 {
-		return errors.New("NODEHA_PEERS (--peers): joining needs the address of at least one host of the cluster other than this one")
+		return embedetcd.JoinResult{}, errors.New("NODEHA_PEERS (--peers): joining needs the address of at least one host of the cluster other than this one")
 	}
 	jctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
@@ -230,13 +230,13 @@ func join(ctx context.Context, cfg *config.Config, ec *embedetcd.Config, clientT
 		return checkName(ctx, cli, cfg)
 	}, log)
 	switch {
-	case errors.Is(err, embedetcd.ErrForeignPeer), errors.Is(err, errDuplicateName):
-		return err
+	case errors.Is(err, embedetcd.ErrForeignPeer), errors.Is(err, errDuplicateName), errors.Is(err, embedetcd.ErrAddressTaken):
+		return res, err
 	case err != nil && hasData:
 		log.Warn("join: no answer from the cluster; restarting from this host's etcd data", "err", err)
-		return nil
+		return embedetcd.JoinResult{}, nil
 	case err != nil:
-		return fmt.Errorf("join: %w", err)
+		return res, fmt.Errorf("join: %w", err)
 	}
 	if res.MovedAside != "" {
 		log.Warn("join: this host's old etcd data was moved aside, not deleted", "dir", res.MovedAside)
@@ -245,7 +245,7 @@ func join(ctx context.Context, cfg *config.Config, ec *embedetcd.Config, clientT
 		log.Info("join: this host had left the cluster; it is back")
 	}
 	ec.InitialCluster = res.InitialCluster
-	return nil
+	return res, nil
 }
 
 var errDuplicateName = errors.New("member name taken")
