@@ -38,11 +38,16 @@ demo: build deps image-$(SPILO)
 demo-down:
 	go run ./internal/cmd/demo down
 
-## lint: gofmt, go vet, static build
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+## lint: gofmt, go vet, staticcheck, go.mod tidy, static build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	go vet ./...
 	go vet -tags e2e ./e2e
+	go run $(STATICCHECK) ./...
+	go run $(STATICCHECK) -tags e2e ./e2e
+	go mod tidy -diff
 	CGO_ENABLED=0 go build -o /dev/null .
 
 ## unit: unit tests of every package

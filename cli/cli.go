@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -87,10 +89,14 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	var ee *exitError
+	var se *config.SettingError
 	code := 1
-	if errors.As(err, &ee) {
+	switch {
+	case errors.As(err, &ee):
 		code = ee.code
 		err = ee.err
+	case errors.As(err, &se):
+		code = 2
 	}
 	if err != nil {
 		// One line per problem, each prefixed, so every line stands alone in a log.
@@ -101,11 +107,28 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
+// newFlags is a command's flag set. A parse error comes back as one line
+// naming the flag (Main prints it, exit 2), without the list of every flag;
+// -h prints that list.
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("nodeha "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	out := &countingWriter{}
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		if out.n > 0 { // the flag package wrote a parse error just before
+			return
+		}
+		fmt.Fprintf(stderr, "Usage of nodeha %s:\n", name)
+		fs.SetOutput(stderr)
+		fs.PrintDefaults()
+		fs.SetOutput(out)
+	}
 	return fs
 }
+
+type countingWriter struct{ n int }
+
+func (w *countingWriter) Write(p []byte) (int, error) { w.n += len(p); return len(p), nil }
 
 // load reads settings and flags; validate runs Validate and marks its
 // problems as bad settings (exit 2).
@@ -186,6 +209,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", stderr)
 	asJSON := fs.Bool("json", false, "print the full health report as JSON")
 	var wait waitFlag
+	args = bareWait(args)
 	fs.Var(&wait, "wait", "wait until this node is healthy (exit 0) or the time runs out (exit 1, with the reasons): --wait or --wait=DURATION (default 5m)")
 	cfg, err := load(fs, args, false)
 	if err != nil {
@@ -294,9 +318,17 @@ func cmdDSN(args []string, stdout, stderr io.Writer) error {
 	if len(cfg.Peers) == 0 {
 		return &exitError{2, errors.New("NODEHA_PEERS (--peers): is required: the address of every host of the cluster")}
 	}
+	for _, p := range cfg.Peers {
+		if _, err := netip.ParseAddr(p); err != nil && !hostName.MatchString(p) {
+			return config.Problem("PEERS", "peers", "%q is not an IP address or a host name", p)
+		}
+	}
 	fmt.Fprintln(stdout, DSN(cfg.Peers, cfg.PostgresPort, *user, *dbname, *readOnly))
 	return nil
 }
+
+// hostName is a DNS host name (RFC 1123 labels).
+var hostName = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$`)
 
 // DSN is the libpq multi-host URL for hosts. The seed's pg_hba accepts
 // remote clients only over TLS, hence sslmode=require.

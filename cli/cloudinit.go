@@ -97,6 +97,19 @@ func cmdCloudInit(args []string, stdout, stderr io.Writer) error {
 		if len(hostNames) != len(cfg.Peers) {
 			return &exitError{2, fmt.Errorf("--names: %d names for %d peers: give one per address of --peers, in the same order", len(hostNames), len(cfg.Peers))}
 		}
+		seen := map[string]bool{}
+		for i, n := range hostNames {
+			n = strings.TrimSpace(n)
+			hostNames[i] = n
+			switch {
+			case !config.ValidName(n):
+				return config.Problem("", "names", "%q is not a valid member name (letters, digits, '-', '_', '.')", n)
+			case seen[n]:
+				// One file per name: the second would overwrite the first.
+				return config.Problem("", "names", "%q is listed twice: every host needs its own name", n)
+			}
+			seen[n] = true
+		}
 	}
 	generated := cfg.Token == ""
 	if generated {

@@ -48,13 +48,22 @@ func (f *installFlags) check() error {
 	return nil
 }
 
+// checkSystemd fails when the real systemctl would: systemd is not this
+// host's init (a fake systemctl, in tests, is taken as it is).
+func (f *installFlags) checkSystemd() error {
+	if f.systemctl == "systemctl" {
+		if _, err := os.Stat("/run/systemd/system"); err != nil {
+			return errors.New("systemd is not running on this host (no /run/systemd/system); nothing was written: `nodeha install --dry-run` shows what would be installed")
+		}
+	}
+	return nil
+}
+
 // systemctl runs the systemctl command. The real one needs a running
 // systemd; say so in one line instead of systemctl's own message.
 func (f *installFlags) run(stdout io.Writer, args ...string) error {
-	if f.systemctl == "systemctl" {
-		if _, err := os.Stat("/run/systemd/system"); err != nil {
-			return errors.New("systemd is not running on this host (no /run/systemd/system): `nodeha install --dry-run` shows what would be installed")
-		}
+	if err := f.checkSystemd(); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "+ systemctl %s\n", strings.Join(args, " "))
 	cmd := exec.Command(f.systemctl, args...)
@@ -143,6 +152,9 @@ func cmdInstall(args []string, stdout, stderr io.Writer) error {
 	}
 	copyBinary := self != target
 
+	if err := f.checkSystemd(); err != nil && !*dryRun {
+		return err // before anything is written
+	}
 	if *dryRun {
 		redacted, _ := systemd.RenderEnv(cfg, true)
 		if copyBinary {

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nodeha/nodeha/config"
 	"github.com/nodeha/nodeha/embedetcd"
 	"github.com/nodeha/nodeha/health"
 )
@@ -43,6 +45,15 @@ func cmdRemove(args []string, stdout, stderr io.Writer) error {
 	}
 	fs := newFlags("remove", stderr)
 	force := fs.Bool("force", false, "remove the host even though it still answers")
+	// NAME before or after the flags.
+	if name == "" {
+		for i := len(args) - 1; i >= 0; i-- {
+			if !strings.HasPrefix(args[i], "-") && (i == 0 || !flagTakesValue(fs, args[i-1])) {
+				name, args = args[i], append(append([]string{}, args[:i]...), args[i+1:]...)
+				break
+			}
+		}
+	}
 	cfg, err := load(fs, args, false)
 	if err != nil {
 		return err
@@ -55,6 +66,25 @@ func cmdRemove(args []string, stdout, stderr io.Writer) error {
 		q.Set("force", "true")
 	}
 	return action(cfg.Socket, "/remove?"+q.Encode(), time.Minute, stdout)
+}
+
+// flagTakesValue tells whether arg is a flag of fs (or a setting) given
+// without =, so that the next argument is its value.
+func flagTakesValue(fs *flag.FlagSet, arg string) bool {
+	name := strings.TrimLeft(arg, "-")
+	if !strings.HasPrefix(arg, "-") || strings.Contains(name, "=") {
+		return false
+	}
+	if f := fs.Lookup(name); f != nil {
+		bf, ok := f.Value.(interface{ IsBoolFlag() bool })
+		return !ok || !bf.IsBoolFlag()
+	}
+	for _, s := range config.Settings() {
+		if s.Flag == "--"+name {
+			return s.Type != "bool"
+		}
+	}
+	return false
 }
 
 func cmdSnapshot(args []string, stdout, stderr io.Writer) error {
@@ -81,8 +111,8 @@ func cmdRecover(args []string, stdout, stderr io.Writer) error {
 	ec := embedetcd.ConfigFrom(cfg)
 	switch {
 	case *from != "":
-		if st, err := os.Stat(*from); err != nil || st.IsDir() {
-			return &exitError{2, fmt.Errorf("--from-snapshot: %q is not a snapshot file (%v)", *from, err)}
+		if err := embedetcd.CheckSnapshot(*from); err != nil {
+			return config.Problem("", "from-snapshot", "%w", err)
 		}
 		aside, err := embedetcd.MoveAside(cfg.EtcdDir(), "before-restore")
 		if err != nil {

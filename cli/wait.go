@@ -18,7 +18,19 @@ const DefaultWait = 5 * time.Minute
 // waitFlag is --wait[=DURATION]: a bare --wait means DefaultWait.
 type waitFlag struct{ d time.Duration }
 
-func (w *waitFlag) IsBoolFlag() bool { return true }
+// bareWait turns a bare --wait into --wait=DefaultWait: the flag takes a
+// duration, and a bare one means the default.
+func bareWait(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a == "-wait" || a == "--wait" {
+			a = "--wait=" + DefaultWait.String()
+		}
+		out[i] = a
+	}
+	return out
+}
+
 func (w *waitFlag) String() string {
 	if w == nil || w.d == 0 {
 		return ""
@@ -36,7 +48,7 @@ func (w *waitFlag) Set(s string) error {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {
-		return fmt.Errorf("want a positive duration such as 5m")
+		return fmt.Errorf("want a positive duration such as 5m (or --wait alone: %v)", DefaultWait)
 	}
 	w.d = d
 	return nil

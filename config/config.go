@@ -13,10 +13,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-sockaddr/template"
@@ -134,6 +136,11 @@ func (c *Config) Register(fs *flag.FlagSet) {
 		usage := f.Tag.Get("desc") + " (" + f.Tag.Get("envconfig") + ")"
 		switch p := v.Field(i).Addr().Interface().(type) {
 		case *string:
+			if f.Tag.Get("secret") == "true" {
+				// -h must not print a token or password from the environment.
+				fs.Var((*secretString)(p), name, usage)
+				continue
+			}
 			fs.StringVar(p, name, *p, usage)
 		case *int:
 			fs.IntVar(p, name, *p, usage)
@@ -147,10 +154,18 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	}
 }
 
+// secretString is a string flag whose value is never shown (flag's
+// PrintDefaults prints a default that is not the zero value).
+type secretString string
+
+func (s *secretString) String() string     { return "" }
+func (s *secretString) Set(v string) error { *s = secretString(v); return nil }
+
 // Setting describes one setting for documentation.
 type Setting struct {
 	Env, Flag, Default, Desc string
 	Secret                   bool
+	Type                     string // the Go kind: string, int, int64, bool, slice
 }
 
 // Settings lists every setting in declaration order.
@@ -165,6 +180,7 @@ func Settings() []Setting {
 		out = append(out, Setting{
 			Env: f.Tag.Get("envconfig"), Flag: "--" + f.Tag.Get("flag"),
 			Default: f.Tag.Get("default"), Desc: f.Tag.Get("desc"), Secret: f.Tag.Get("secret") == "true",
+			Type: f.Type.Kind().String(),
 		})
 	}
 	return out
@@ -182,9 +198,34 @@ func splitList(in []string) []string {
 	return out
 }
 
-// problem names a setting by its variable and flag.
+// containerName is what Docker accepts as a container name.
+var containerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// SettingError is a bad setting (or flag of a command): its one line names
+// the variable and the flag and says what is wrong. Commands exit 2 on it.
+type SettingError struct {
+	Env  string // without NODEHA_
+	Flag string // without --
+	Err  error
+}
+
+func (e *SettingError) Error() string {
+	if e.Env == "" {
+		return fmt.Sprintf("--%s: %v", e.Flag, e.Err)
+	}
+	return fmt.Sprintf("NODEHA_%s (--%s): %v", e.Env, e.Flag, e.Err)
+}
+
+func (e *SettingError) Unwrap() error { return e.Err }
+
+// Problem is a SettingError; format and args as fmt.Errorf's (%w wraps).
+// env is the variable without NODEHA_ ("" for a flag of one command only).
+func Problem(env, flagName, format string, args ...any) error {
+	return &SettingError{Env: env, Flag: flagName, Err: fmt.Errorf(format, args...)}
+}
+
 func problem(env, flagName, format string, args ...any) error {
-	return fmt.Errorf("NODEHA_%s (--%s): %s", env, flagName, fmt.Sprintf(format, args...))
+	return Problem(env, flagName, format, args...)
 }
 
 // Validate checks every setting, resolves the advertise address, and
@@ -266,11 +307,20 @@ func (c *Config) Validate() error {
 			add("PATRONI_OVERLAY", "patroni-overlay", "%q is a directory, want a YAML file", c.PatroniOverlay)
 		}
 	}
-	if c.ContainerName == "" {
-		add("CONTAINER_NAME", "container-name", "is empty")
+	if !containerName.MatchString(c.ContainerName) {
+		add("CONTAINER_NAME", "container-name", "%q is not a name Docker accepts (a letter or digit, then letters, digits, '_', '.', '-')", c.ContainerName)
 	}
-	if c.NetworkMode == "" {
-		add("NETWORK_MODE", "network-mode", "is empty")
+	// PostgreSQL and Patroni must be reachable at the advertise address
+	// (host) or share a network namespace that has it (container:NAME).
+	if name, ok := strings.CutPrefix(c.NetworkMode, "container:"); !(c.NetworkMode == "host" || ok && containerName.MatchString(name)) {
+		add("NETWORK_MODE", "network-mode", "%q: want host, or container:NAME (a container that holds this host's address)", c.NetworkMode)
+	}
+	// sun_path holds 108 bytes with the terminating NUL.
+	if len(c.Socket) > 107 {
+		add("SOCKET", "socket", "%q is %d bytes, longer than a unix socket path may be (107)", c.Socket, len(c.Socket))
+	}
+	if ip := c.AdvertiseIP; ip.IsValid() && (ip.IsUnspecified() || ip.IsMulticast()) {
+		add("ADVERTISE", "advertise", "%s cannot be this host's address: give the address the other hosts reach it at", ip)
 	}
 	if c.StopTimeout < 10*time.Second {
 		add("STOP_TIMEOUT", "stop-timeout", "%v is too short for Patroni to stop PostgreSQL cleanly (at least 10s)", c.StopTimeout)
@@ -283,6 +333,7 @@ func (c *Config) Validate() error {
 	if c.ShmSizeMB < 64 {
 		add("SHM_SIZE_MB", "shm-size-mb", "%d is below 64", c.ShmSizeMB)
 	}
+	ports := map[int]string{}
 	for _, p := range []struct {
 		v       int
 		env, fl string
@@ -292,8 +343,13 @@ func (c *Config) Validate() error {
 		{c.PostgresPort, "POSTGRES_PORT", "postgres-port"},
 		{c.RestAPIPort, "RESTAPI_PORT", "restapi-port"},
 	} {
-		if p.v < 1 || p.v > 65535 {
+		switch {
+		case p.v < 1 || p.v > 65535:
 			add(p.env, p.fl, "%d is not a port", p.v)
+		case ports[p.v] != "":
+			add(p.env, p.fl, "%d is also NODEHA_%s: every port must differ", p.v, ports[p.v])
+		default:
+			ports[p.v] = p.env
 		}
 	}
 	if c.PostgresUID < 0 {
@@ -367,6 +423,9 @@ func ResolveAddress(s string) (netip.Addr, error) {
 	return ip, nil
 }
 
+// ValidName tells whether s may be a member name or a scope.
+func ValidName(s string) bool { return validName(s) }
+
 func validName(s string) bool {
 	if s == "" || len(s) > 63 {
 		return false
@@ -438,6 +497,10 @@ func (c *Config) resolveToken() []error {
 	case err == nil:
 	case errors.Is(err, os.ErrNotExist):
 		stored = ""
+	case errors.Is(err, syscall.ENOTDIR):
+		return []error{problem("DATA_DIR", "data-dir", "%q is not a directory", c.DataDir)}
+	case errors.Is(err, os.ErrPermission):
+		return []error{problem("DATA_DIR", "data-dir", "cannot read %s: permission denied (nodeha runs as root)", c.TokenFile())}
 	default:
 		add("cannot read the stored token: %v", err)
 	}

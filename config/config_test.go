@@ -504,3 +504,36 @@ func TestPeersWithoutThisHostAfterJoining(t *testing.T) {
 		t.Errorf("Patroni's etcd hosts %v, want the peers and this host", got)
 	}
 }
+
+// Settings that cannot work, alone or together: one line each, naming the
+// setting, and a SettingError (commands exit 2 on it).
+func TestValidateRefusesWhatCannotWork(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "a-file")
+	os.WriteFile(file, []byte("x"), 0o600)
+	long := "/run/" + strings.Repeat("n", 110) + ".sock"
+	cases := []struct {
+		name       string
+		args       []string
+		prefix, in string
+	}{
+		{"equal ports", []string{"--restapi-port=5432"}, "NODEHA_RESTAPI_PORT (--restapi-port): ", "5432 is also NODEHA_POSTGRES_PORT"},
+		{"advertise 0.0.0.0", []string{"--advertise=0.0.0.0", "--peers=0.0.0.0"}, "NODEHA_ADVERTISE (--advertise): ", "0.0.0.0 cannot be this host's address"},
+		{"unknown network mode", []string{"--network-mode=bridge2"}, "NODEHA_NETWORK_MODE (--network-mode): ", `"bridge2": want host, or container:NAME`},
+		{"bad container in network mode", []string{"--network-mode=container:/x"}, "NODEHA_NETWORK_MODE (--network-mode): ", "want host"},
+		{"container name", []string{"--container-name=-spilo/x"}, "NODEHA_CONTAINER_NAME (--container-name): ", "not a name Docker accepts"},
+		{"socket path too long", []string{"--socket=" + long}, "NODEHA_SOCKET (--socket): ", "longer than a unix socket path may be"},
+		{"data dir is a file", []string{"--data-dir=" + file}, "NODEHA_DATA_DIR (--data-dir): ", "is not a directory"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			c := load(t, append(append([]string{}, validArgs...), tc.args...)...)
+			err := c.Validate()
+			lines := errLines(err)
+			var se *config.SettingError
+			if len(lines) != 1 || !hasLine(lines, tc.prefix, tc.in) || !errors.As(err, &se) {
+				t.Errorf("Validate = %v, want one setting error %q...%q", err, tc.prefix, tc.in)
+			}
+		})
+	}
+}

@@ -16,6 +16,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/nodeha/nodeha/config"
 )
 
 // ErrForeignPeer is returned when a peer's certificate is not from the
@@ -155,7 +157,7 @@ func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, 
 			// does is another host (a wrong NODEHA_ADVERTISE), and removing
 			// it would take a live voter out of the cluster.
 			if alive := liveMember(ctx, me.clientURLs, clientTLS); alive != "" {
-				return res, fmt.Errorf("NODEHA_ADVERTISE (--advertise): %s %w (etcd member %x answers at %s) and this host has no etcd data: is the address this host's own?", c.Advertise, ErrAddressTaken, me.id, alive)
+				return res, config.Problem("ADVERTISE", "advertise", "%s %w (etcd member %x answers at %s) and this host has no etcd data: is the address this host's own?", c.Advertise, ErrAddressTaken, me.id, alive)
 			}
 			log.Warn("etcd: the cluster lists a member at this address but this host has no etcd data; removing it to join afresh", "id", fmt.Sprintf("%x", me.id))
 			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)

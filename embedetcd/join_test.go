@@ -1,6 +1,7 @@
 package embedetcd_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,6 +155,17 @@ func TestRestoreFromSnapshot(t *testing.T) {
 	r := memberConfig(t)
 	if err := embedetcd.Restore(r, bad); err == nil {
 		t.Fatal("a damaged snapshot was restored")
+	}
+	// And found before anything is moved: CheckSnapshot.
+	garbage := filepath.Join(t.TempDir(), "garbage.db")
+	os.WriteFile(garbage, bytes.Repeat([]byte("not a snapshot "), 100), 0o600)
+	for _, p := range []string{bad, garbage, filepath.Dir(garbage)} {
+		if err := embedetcd.CheckSnapshot(p); err == nil || !strings.Contains(err.Error(), p) {
+			t.Errorf("CheckSnapshot(%s) = %v, want a refusal naming it", p, err)
+		}
+	}
+	if err := embedetcd.CheckSnapshot(path); err != nil {
+		t.Errorf("CheckSnapshot of a good snapshot: %v", err)
 	}
 
 	r = memberConfig(t)

@@ -1,6 +1,7 @@
 package embedetcd
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -85,6 +86,39 @@ func Restore(c Config, path string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("embedetcd: restore %s: %w", path, err)
+	}
+	return nil
+}
+
+// CheckSnapshot checks, before anything is moved, that path is an etcd
+// snapshot whose SHA-256 trailer (as nodeha snapshot and etcdctl snapshot
+// save write it) matches its content.
+func CheckSnapshot(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.IsDir() {
+		return fmt.Errorf("%s is a directory, want a snapshot file", path)
+	}
+	if st.Size() <= sha256.Size {
+		return fmt.Errorf("%s is not an etcd snapshot (%d bytes)", path, st.Size())
+	}
+	sum := sha256.New()
+	if _, err := io.CopyN(sum, f, st.Size()-sha256.Size); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	trailer := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(f, trailer); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if !bytes.Equal(sum.Sum(nil), trailer) {
+		return fmt.Errorf("%s is not an intact etcd snapshot: its SHA-256 trailer does not match (damaged, truncated, or not written by nodeha snapshot or etcdctl snapshot save)", path)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nodeha/nodeha/config"
 	"github.com/nodeha/nodeha/embedetcd"
 	"github.com/nodeha/nodeha/spilo"
 )
@@ -70,7 +71,7 @@ func CheckFree(path string) error {
 		return nil
 	}
 	if st.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("NODEHA_SOCKET (--socket): %s exists and is not a socket", path)
+		return &config.SettingError{Env: "SOCKET", Flag: "socket", Err: fmt.Errorf("%s exists and is not a socket", path)}
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()

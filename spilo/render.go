@@ -108,13 +108,9 @@ func renderMap(cfg *config.Config) (map[string]any, error) {
 	doc["scope"] = cfg.Scope
 
 	if cfg.PatroniOverlay != "" {
-		b, err := os.ReadFile(cfg.PatroniOverlay)
+		over, err := readOverlay(cfg.PatroniOverlay, doc)
 		if err != nil {
-			return nil, fmt.Errorf("spilo: overlay: %w", err)
-		}
-		var over map[string]any
-		if err := yaml.Unmarshal(b, &over); err != nil {
-			return nil, fmt.Errorf("spilo: overlay %s: %w", cfg.PatroniOverlay, err)
+			return nil, err
 		}
 		Merge(doc, over)
 	}

@@ -2,6 +2,7 @@ package spilo_test
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/nodeha/nodeha/config"
 	"github.com/nodeha/nodeha/spilo"
 )
 
@@ -277,8 +279,7 @@ func TestRenderAppliesOverlayFile(t *testing.T) {
 	if err := os.WriteFile(overlay, []byte(`
 bootstrap:
   dcs:
-    ttl: 30
-    synchronous_mode: true
+    maximum_lag_on_failover: 1048576
     postgresql:
       parameters:
         max_connections: 500
@@ -302,8 +303,8 @@ tags:
 	}
 	m := parseYAML(t, file)
 	dcs := m["bootstrap"].(map[string]any)["dcs"].(map[string]any)
-	if dcs["ttl"] != float64(30) || dcs["synchronous_mode"] != true {
-		t.Errorf("overlay values not applied: ttl %v, synchronous_mode %v", dcs["ttl"], dcs["synchronous_mode"])
+	if dcs["maximum_lag_on_failover"] != float64(1048576) {
+		t.Errorf("overlay value not applied: maximum_lag_on_failover %v", dcs["maximum_lag_on_failover"])
 	}
 	if dcs["loop_wait"] != float64(1) {
 		t.Errorf("loop_wait = %v: the overlay's map replaced the seed's instead of merging", dcs["loop_wait"])
@@ -337,5 +338,47 @@ func TestRenderBrokenOverlayNamesTheFile(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), overlay) {
 		t.Errorf("error %q does not name %s", err, overlay)
+	}
+}
+
+// An overlay may not change what nodeha owns, nor change a value's kind;
+// each refusal is one line naming NODEHA_PATRONI_OVERLAY and the key.
+func TestOverlayRefusals(t *testing.T) {
+	cases := []struct{ name, yaml, want string }{
+		{"malformed", "bootstrap:\n  dcs: [ttl: 30\n", "not valid YAML"},
+		{"a list", "- a\n- b\n", "is a YAML list, want a map"},
+		{"a scalar", "just text\n", "is a YAML string, want a map"},
+		{"ttl", "bootstrap:\n  dcs:\n    ttl: 30\n", "bootstrap.dcs.ttl is nodeha's (set NODEHA_TTL)"},
+		{"wrong type", "bootstrap:\n  dcs:\n    maximum_lag_on_failover: abc\n", "bootstrap.dcs.maximum_lag_on_failover is a string (abc), want a number"},
+		{"etcd3", "etcd3:\n  protocol: http\n", "etcd3 is nodeha's"},
+		{"etcd3 tls", "etcd3:\n  cacert: /x\n", "etcd3 is nodeha's"},
+		{"data_dir", "postgresql:\n  data_dir: /tmp/x\n", "postgresql.data_dir is nodeha's (set NODEHA_POSTGRES_DIR)"},
+		{"authentication", "postgresql:\n  authentication:\n    superuser:\n      password: x\n", "postgresql.authentication is nodeha's"},
+		{"postgresql null", "postgresql: null\n", "postgresql is null"},
+		{"map to scalar", "postgresql: 5\n", "postgresql is a number, want a map"},
+		{"list to scalar", "postgresql:\n  pg_hba: host all all all md5\n", "postgresql.pg_hba is a string, want a list"},
+		{"port parameter", "postgresql:\n  parameters:\n    port: 6543\n", "postgresql.parameters.port is nodeha's"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			overlay := filepath.Join(t.TempDir(), "overlay.yml")
+			os.WriteFile(overlay, []byte(tc.yaml), 0o600)
+			cfg := testConfig(t)
+			cfg.PatroniOverlay = overlay
+			_, err := spilo.Render(cfg)
+			var se *config.SettingError
+			if err == nil || !errors.As(err, &se) || !strings.HasPrefix(err.Error(), "NODEHA_PATRONI_OVERLAY (--patroni-overlay): "+overlay+": ") ||
+				!strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("Render = %v, want one setting error line containing %q", err, tc.want)
+			}
+		})
+	}
+	// A PostgreSQL parameter's scalar may be written either way.
+	overlay := filepath.Join(t.TempDir(), "overlay.yml")
+	os.WriteFile(overlay, []byte("postgresql:\n  parameters:\n    shared_buffers: 512MB\n    max_connections: '200'\n"), 0o600)
+	cfg := testConfig(t)
+	cfg.PatroniOverlay = overlay
+	if _, err := spilo.Render(cfg); err != nil {
+		t.Errorf("parameters written as strings or numbers: %v", err)
 	}
 }

@@ -41,7 +41,7 @@ func checkNotLeft(cfg *config.Config) error {
 	if err != nil || cfg.Join {
 		return nil
 	}
-	return fmt.Errorf("NODEHA_DATA_DIR (--data-dir): this host left its cluster (%s: %s); to come back run `nodeha join --peers HOST` (or install with --join)", leftFile(cfg), strings.TrimSpace(string(b)))
+	return config.Problem("DATA_DIR", "data-dir", "this host left its cluster (%s: %s); to come back run `nodeha join --peers HOST` (or install with --join)", leftFile(cfg), strings.TrimSpace(string(b)))
 }
 
 // members does the membership operations of one running node.

@@ -122,7 +122,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, notify Notif
 func checkLocalAddress(ip netip.Addr) error {
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
 	if err != nil {
-		return fmt.Errorf("NODEHA_ADVERTISE (--advertise): %s is not an address of this host (%v)", ip, errors.Unwrap(errors.Unwrap(err)))
+		return config.Problem("ADVERTISE", "advertise", "%s is not an address of this host (%v)", ip, errors.Unwrap(errors.Unwrap(err)))
 	}
 	return ln.Close()
 }

@@ -33,7 +33,7 @@ var Version = "dev"
 
 // NewDocker connects to the Docker engine of cfg and checks that it answers.
 func NewDocker(ctx context.Context, cfg *config.Config) (*client.Client, error) {
-	dc, err := client.New(client.WithHost(cfg.DockerHost), client.WithAPIVersionNegotiation())
+	dc, err := client.New(client.WithHost(cfg.DockerHost))
 	if err != nil {
 		return nil, fmt.Errorf("NODEHA_DOCKER_HOST (--docker-host): %q: %w", cfg.DockerHost, err)
 	}
@@ -221,7 +221,7 @@ func watchdog(ctx context.Context, notify Notifier, alive func() bool, interval 
 func join(ctx context.Context, cfg *config.Config, ec *embedetcd.Config, clientTLS *tls.Config, log *slog.Logger) (embedetcd.JoinResult, error) {
 	peers := cfg.OtherPeers()
 	if len(peers) == 0 {
-		return embedetcd.JoinResult{}, errors.New("NODEHA_PEERS (--peers): joining needs the address of at least one host of the cluster other than this one")
+		return embedetcd.JoinResult{}, config.Problem("PEERS", "peers", "joining needs the address of at least one host of the cluster other than this one")
 	}
 	jctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
@@ -269,7 +269,7 @@ func checkName(ctx context.Context, cli *clientv3.Client, cfg *config.Config) er
 	if u, err := url.Parse(m.ConnURL); err == nil && u.Hostname() == cfg.AdvertiseIP.String() {
 		return nil // this host, before
 	}
-	return fmt.Errorf("NODEHA_NAME (--name): %w: Patroni member %q is another host's (%s); give this host another name, or `nodeha remove %s` if that host is gone for good", errDuplicateName, cfg.Name, m.ConnURL, cfg.Name)
+	return config.Problem("NAME", "name", "%w: Patroni member %q is another host's (%s); give this host another name, or `nodeha remove %s` if that host is gone for good", errDuplicateName, cfg.Name, m.ConnURL, cfg.Name)
 }
 
 // preflightJoin checks, with a certificate that lives only in memory, that
@@ -283,7 +283,7 @@ func preflightJoin(ctx context.Context, cfg *config.Config, log *slog.Logger) er
 	endpoints, errs := embedetcd.CheckPeers(ctx, cfg.OtherPeers(), cfg.EtcdClientPort, clientTLS)
 	for _, err := range errs {
 		if errors.Is(err, embedetcd.ErrForeignPeer) {
-			return fmt.Errorf("NODEHA_PEERS (--peers): %w", err)
+			return config.Problem("PEERS", "peers", "%w", err)
 		}
 		log.Warn("join: peer does not answer", "err", err)
 	}

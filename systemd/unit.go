@@ -19,9 +19,9 @@ const (
 	DefaultUnitDir = "/etc/systemd/system"
 	DefaultEnvFile = "/etc/nodeha/nodeha.env"
 	DefaultBinary  = "/usr/local/bin/nodeha"
-	// WatchdogSec is the unit's watchdog. nodeha pings at half of it while
+	// Watchdog is the unit's WatchdogSec. nodeha pings at half of it while
 	// its reconcile loop makes progress.
-	WatchdogSec = 30 * time.Second
+	Watchdog = 30 * time.Second
 	// stopMargin is added to the container's stop timeout: systemd must
 	// not kill nodeha while Patroni is still stopping PostgreSQL, and nodeha
 	// still has etcd to close after the container is gone.
@@ -74,7 +74,7 @@ func (u Unit) Render() []byte {
 		"Binary": u.Binary, "EnvFile": u.EnvFile,
 		"StopTimeout": seconds(u.StopTimeout),
 		"TimeoutStop": seconds(u.StopTimeout + stopMargin),
-		"Watchdog":    seconds(WatchdogSec),
+		"Watchdog":    seconds(Watchdog),
 	})
 	if err != nil {
 		panic(err) // the template is fixed; only a bug gets here

@@ -23,7 +23,6 @@
 package trust
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hkdf"
@@ -249,7 +248,7 @@ func CertCovers(certPEM []byte, name string, ips []netip.Addr) bool {
 	for _, ip := range ips {
 		found := false
 		for _, have := range c.IPAddresses {
-			if bytes.Equal(have, net.IP(ip.AsSlice())) || have.Equal(net.IP(ip.AsSlice())) {
+			if have.Equal(net.IP(ip.AsSlice())) {
 				found = true
 			}
 		}

@@ -23,7 +23,7 @@ func GenerationOf(tag string) (Generation, error) {
 			return g, nil
 		}
 	}
-	return Generation{}, fmt.Errorf("Spilo tag %q: want 3.0-p1 or 4.0-p3", tag)
+	return Generation{}, fmt.Errorf("spilo tag %q: want 3.0-p1 or 4.0-p3", tag)
 }
 
 // TestImage is the local test image of the generation (testimage/build.sh).
