@@ -31,7 +31,7 @@ func TestOptions(t *testing.T) {
 		}
 	}
 	err := options{dir: "/d", spilo: "15"}.validate()
-	if err == nil || err.Error() != `-spilo: Spilo tag "15": want 3.0-p1 or 4.0-p3` {
+	if err == nil || err.Error() != `-spilo: spilo tag "15": want 3.0-p1 or 4.0-p3` {
 		t.Errorf("unknown generation: %v", err)
 	}
 }
