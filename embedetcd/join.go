@@ -15,9 +15,9 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/nodeha/nodeha/config"
+	"github.com/nodeha/nodeha/dcs"
 )
 
 // ErrForeignPeer is returned when a peer's certificate is not from the
@@ -114,10 +114,7 @@ func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, 
 	if len(endpoints) == 0 {
 		return res, fmt.Errorf("embedetcd: join: no peer answers: %w", errors.Join(errs...))
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: endpoints, TLS: clientTLS, DialTimeout: 5 * time.Second,
-		Logger: zap.NewNop(),
-	})
+	cli, err := dcs.NewClient(endpoints, clientTLS, 5*time.Second)
 	if err != nil {
 		return res, fmt.Errorf("embedetcd: join: %w", err)
 	}
@@ -225,7 +222,7 @@ func (r JoinResult) Abandon(ctx context.Context) error {
 	if r.Added == 0 {
 		return nil
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: r.endpoints, TLS: r.clientTLS, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := dcs.NewClient(r.endpoints, r.clientTLS, 5*time.Second)
 	if err != nil {
 		return fmt.Errorf("embedetcd: remove learner %x: %w", r.Added, err)
 	}
@@ -331,7 +328,7 @@ func (m *Member) Promote(ctx context.Context, clientTLS *tls.Config, log *slog.L
 }
 
 func promoteOnce(ctx context.Context, endpoints []string, clientTLS *tls.Config, id uint64) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: clientTLS, DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
+	cli, err := dcs.NewClient(endpoints, clientTLS, 3*time.Second)
 	if err != nil {
 		return err
 	}

@@ -24,24 +24,18 @@ package failover
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"sync"
 	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/nodeha/nodeha/dcs"
 )
-
-// LeaderKey is Patroni's leader lock for scope (etcd3, namespace /service).
-func LeaderKey(scope string) string { return "/service/" + scope + "/leader" }
-
-// MemberKey is Patroni's key of member name.
-func MemberKey(scope, name string) string { return "/service/" + scope + "/members/" + name }
 
 // Watcher revokes the lease of a primary whose host is gone.
 type Watcher struct {
@@ -79,7 +73,7 @@ func (w *Watcher) check(ctx context.Context) {
 	// A local (serializable) read: it answers during an etcd election,
 	// and the decision is re-checked by etcd when revoking (needs quorum).
 	gctx, cancel := context.WithTimeout(ctx, time.Second)
-	resp, err := w.Client.Get(gctx, LeaderKey(w.Scope), clientv3.WithSerializable())
+	resp, err := w.Client.Get(gctx, dcs.Leader(w.Scope), clientv3.WithSerializable())
 	cancel()
 	if err != nil || len(resp.Kvs) == 0 {
 		return
@@ -99,7 +93,7 @@ func (w *Watcher) check(ctx context.Context) {
 	w.mu.Unlock()
 	probe := w.Answers
 	if probe == nil {
-		probe = w.Reachable
+		probe = func(ctx context.Context, host string) bool { return Reachable(ctx, host, w.Ports) }
 	}
 	if !known || probe(ctx, host) {
 		w.kept = ""
@@ -127,7 +121,7 @@ func (w *Watcher) check(ctx context.Context) {
 	}
 	// The lock goes only if nothing changed since the decision; the
 	// lease's revocation then also removes the dead member's key.
-	tr, err := w.Client.Txn(rctx).If(r.guard(w.Scope)...).Then(clientv3.OpDelete(LeaderKey(w.Scope))).Commit()
+	tr, err := w.Client.Txn(rctx).If(r.guard(w.Scope)...).Then(clientv3.OpDelete(dcs.Leader(w.Scope))).Commit()
 	if err != nil || !tr.Succeeded {
 		w.Log.Warn("failover assist: release the leader lock", "leader", leader, "err", err)
 		return
@@ -146,30 +140,28 @@ func (w *Watcher) check(ctx context.Context) {
 func (w *Watcher) memberHost(ctx context.Context, name string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	resp, err := w.Client.Get(ctx, MemberKey(w.Scope, name), clientv3.WithSerializable())
+	resp, err := w.Client.Get(ctx, dcs.Member(w.Scope, name), clientv3.WithSerializable())
 	if err != nil || len(resp.Kvs) == 0 {
 		return "", fmt.Errorf("failover: member %s: not found", name)
 	}
-	var m struct {
-		APIURL string `json:"api_url"`
-	}
-	if err := json.Unmarshal(resp.Kvs[0].Value, &m); err != nil {
+	m, err := dcs.ParseMember(resp.Kvs[0].Value)
+	if err != nil {
 		return "", err
 	}
-	u, err := url.Parse(m.APIURL)
-	if err != nil || u.Hostname() == "" {
+	if m.APIHost() == "" {
 		return "", fmt.Errorf("failover: member %s: api_url %q", name, m.APIURL)
 	}
-	return u.Hostname(), nil
+	return m.APIHost(), nil
 }
 
 // answers reports whether host's kernel answers TCP on any port: an
 // accepted or refused connection both prove the host is up (even with its
 // processes stuck or dead), so only a dead or cut-off host fails this.
-// Reachable reports whether host answers on any of w.Ports at the TCP level.
-func (w *Watcher) Reachable(ctx context.Context, host string) bool {
-	ok := make(chan bool, len(w.Ports))
-	for _, p := range w.Ports {
+// Reachable reports whether host answers on any of ports at the TCP level:
+// a connection accepted or refused is a live kernel, only silence is not.
+func Reachable(ctx context.Context, host string, ports []int) bool {
+	ok := make(chan bool, len(ports))
+	for _, p := range ports {
 		go func() {
 			var d net.Dialer
 			cctx, cancel := context.WithTimeout(ctx, 400*time.Millisecond)
@@ -182,7 +174,7 @@ func (w *Watcher) Reachable(ctx context.Context, host string) bool {
 		}()
 	}
 	answered := false
-	for range w.Ports {
+	for range ports {
 		answered = <-ok || answered
 	}
 	return answered

@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/nodeha/nodeha/dcs"
 	"github.com/nodeha/nodeha/embedetcd"
 	"github.com/nodeha/nodeha/failover"
 )
@@ -59,7 +60,7 @@ func patroniLock(t *testing.T, cli *clientv3.Client, scope, name, host string) c
 	if _, err := cli.Put(ctx, "/service/"+scope+"/members/"+name, member, clientv3.WithLease(l.ID)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Put(ctx, failover.LeaderKey(scope), name, clientv3.WithLease(l.ID)); err != nil {
+	if _, err := cli.Put(ctx, dcs.Leader(scope), name, clientv3.WithLease(l.ID)); err != nil {
 		t.Fatal(err)
 	}
 	return l.ID
@@ -67,7 +68,7 @@ func patroniLock(t *testing.T, cli *clientv3.Client, scope, name, host string) c
 
 func leader(t *testing.T, cli *clientv3.Client, scope string) string {
 	t.Helper()
-	r, err := cli.Get(context.Background(), failover.LeaderKey(scope))
+	r, err := cli.Get(context.Background(), dcs.Leader(scope))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,12 +86,12 @@ func setReplication(t *testing.T, cli *clientv3.Client, scope, mode, sync string
 	t.Helper()
 	ctx := context.Background()
 	if mode != "" {
-		if _, err := cli.Put(ctx, failover.ConfigKey(scope), `{"ttl":20,"loop_wait":1,"synchronous_mode":`+mode+`}`); err != nil {
+		if _, err := cli.Put(ctx, dcs.Config(scope), `{"ttl":20,"loop_wait":1,"synchronous_mode":`+mode+`}`); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if sync != "" {
-		if _, err := cli.Put(ctx, failover.SyncKey(scope), sync); err != nil {
+		if _, err := cli.Put(ctx, dcs.Sync(scope), sync); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/nodeha/nodeha/dcs"
 )
 
 // Fence stops this host's PostgreSQL when the host is cut off while its
@@ -23,7 +25,7 @@ import (
 // no stale view and follows the new leader (pg_rewind).
 //
 // The host is cut off when its etcd member has no quorum and no other host
-// answers at the TCP level (see Watcher.Reachable). Both must hold: an etcd
+// answers at the TCP level (see Reachable). Both must hold: an etcd
 // outage with the hosts reachable is what Patroni's failsafe_mode keeps the
 // primary running through, and nodeha leaves that alone. Fencing after
 // After (loop_wait + retry_timeout) costs no availability: by then Patroni
@@ -114,7 +116,7 @@ func (f *Fence) quorum(ctx context.Context) bool {
 	}
 	qctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	_, err := f.Client.Get(qctx, LeaderKey(f.Scope), clientv3.WithCountOnly())
+	_, err := f.Client.Get(qctx, dcs.Leader(f.Scope), clientv3.WithCountOnly())
 	return err == nil
 }
 
@@ -123,15 +125,14 @@ func (f *Fence) quorum(ctx context.Context) bool {
 func (f *Fence) holdsLock(ctx context.Context) bool {
 	gctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	resp, err := f.Client.Get(gctx, LeaderKey(f.Scope), clientv3.WithSerializable())
+	resp, err := f.Client.Get(gctx, dcs.Leader(f.Scope), clientv3.WithSerializable())
 	return err == nil && len(resp.Kvs) == 1 && string(resp.Kvs[0].Value) == f.Self
 }
 
 func (f *Fence) anyPeerAnswers(ctx context.Context) bool {
 	probe := f.Answers
 	if probe == nil {
-		w := &Watcher{Ports: f.Ports}
-		probe = w.Reachable
+		probe = func(ctx context.Context, host string) bool { return Reachable(ctx, host, f.Ports) }
 	}
 	for _, p := range f.Peers() {
 		if probe(ctx, p) {

@@ -7,13 +7,9 @@ import (
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/nodeha/nodeha/dcs"
 )
-
-// ConfigKey is Patroni's dynamic configuration of scope.
-func ConfigKey(scope string) string { return "/service/" + scope + "/config" }
-
-// SyncKey is Patroni's record of the synchronous standbys of scope.
-func SyncKey(scope string) string { return "/service/" + scope + "/sync" }
 
 // Replication is what Patroni keeps in etcd that decides whether a replica
 // may be promoted without losing an acknowledged commit.
@@ -34,9 +30,9 @@ func (r Replication) Synchronous() bool { return r.Mode == "on" || r.Mode == "qu
 // synchronous_mode and the /sync key in one consistent read.
 func ReadReplication(ctx context.Context, kv clientv3.KV, scope string) (Replication, error) {
 	resp, err := kv.Txn(ctx).Then(
-		clientv3.OpGet(LeaderKey(scope)),
-		clientv3.OpGet(ConfigKey(scope)),
-		clientv3.OpGet(SyncKey(scope)),
+		clientv3.OpGet(dcs.Leader(scope)),
+		clientv3.OpGet(dcs.Config(scope)),
+		clientv3.OpGet(dcs.Sync(scope)),
 	).Commit()
 	if err != nil {
 		return Replication{}, fmt.Errorf("failover: read replication state: %w", err)
@@ -138,9 +134,9 @@ func ReleaseDecision(r Replication, member string) (bool, string) {
 // lock, the configuration and the /sync key unchanged since r was read.
 func (r Replication) guard(scope string) []clientv3.Cmp {
 	return []clientv3.Cmp{
-		clientv3.Compare(clientv3.ModRevision(LeaderKey(scope)), "=", r.leaderRev),
-		clientv3.Compare(clientv3.ModRevision(ConfigKey(scope)), "=", r.configRev),
-		clientv3.Compare(clientv3.ModRevision(SyncKey(scope)), "=", r.syncRev),
+		clientv3.Compare(clientv3.ModRevision(dcs.Leader(scope)), "=", r.leaderRev),
+		clientv3.Compare(clientv3.ModRevision(dcs.Config(scope)), "=", r.configRev),
+		clientv3.Compare(clientv3.ModRevision(dcs.Sync(scope)), "=", r.syncRev),
 	}
 }
 
@@ -157,7 +153,7 @@ func ReleaseDeadLock(ctx context.Context, kv clientv3.KV, scope, member string) 
 	if !ok {
 		return false, why, nil
 	}
-	resp, err := kv.Txn(ctx).If(r.guard(scope)...).Then(clientv3.OpDelete(LeaderKey(scope))).Commit()
+	resp, err := kv.Txn(ctx).If(r.guard(scope)...).Then(clientv3.OpDelete(dcs.Leader(scope))).Commit()
 	if err != nil {
 		return false, why, fmt.Errorf("failover: release leader lock: %w", err)
 	}
@@ -171,7 +167,7 @@ func ReleaseDeadLock(ctx context.Context, kv clientv3.KV, scope, member string) 
 // cluster's dynamic configuration as the local member has it (a read that
 // answers without a quorum); "" when the cluster has none yet.
 func SyncMode(ctx context.Context, kv clientv3.KV, scope string) (string, error) {
-	resp, err := kv.Get(ctx, ConfigKey(scope), clientv3.WithSerializable())
+	resp, err := kv.Get(ctx, dcs.Config(scope), clientv3.WithSerializable())
 	if err != nil {
 		return "", fmt.Errorf("failover: read the dynamic configuration: %w", err)
 	}

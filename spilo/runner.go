@@ -331,103 +331,121 @@ func (r *Runner) watch(ctx context.Context) {
 	}
 }
 
-// reconcile compares the container Docker reports with the spec and acts
-// on the difference. It returns how long to wait before retrying, or 0 to
-// wait for the next event or tick.
+// ContainerSeen is what one reconcile observes: the container Docker
+// reports and what the runner remembers.
+type ContainerSeen struct {
+	Missing    bool   // Docker has no container of the spec's name
+	HasState   bool   // Docker reported the container's state
+	SpecHash   string // the container's spec label
+	Running    bool
+	Created    bool // created, never started: no exit to count
+	StartedAt  time.Time
+	FinishedAt string
+	Fenced     string    // why nodeha keeps it stopped ("" when not fenced)
+	RestartFor time.Time // the start of the container a Restart was asked for
+	LastExit   string    // FinishedAt of the last exit already counted
+	RetryAt    time.Time // when a stopped container may start again
+	Now        time.Time
+}
+
+// ContainerAction is what a reconcile does.
+type ContainerAction int
+
+const (
+	Nothing        ContainerAction = iota
+	Create                         // create and start the container
+	Recreate                       // the spec changed: stop, remove, create
+	StopFenced                     // a fenced container runs: stop it (short timeout)
+	KeepFenced                     // a fenced container is stopped: record it, no restart
+	StopForRestart                 // a Restart was asked for this very start
+	CountExit                      // a new exit: count it, then start after the backoff
+	WaitBackoff                    // stopped, its backoff not over
+	StartAgain                     // stopped and the backoff is over: start the same container
+	NoState                        // Docker said nothing of its state: retry
+)
+
+var actionNames = [...]string{"nothing", "create", "recreate", "stop-fenced", "keep-fenced", "stop-for-restart", "count-exit", "wait-backoff", "start-again", "no-state"}
+
+func (a ContainerAction) String() string { return actionNames[a] }
+
+// DecideContainer is the runner's decision, a pure function of what it
+// saw: a missing container is created (unless fenced), a fenced one kept
+// stopped, one of another spec recreated, a running one left alone (or
+// stopped for an asked Restart of that start), a stopped one counted once
+// and started again after the backoff.
+func DecideContainer(s ContainerSeen, wantHash string) ContainerAction {
+	switch {
+	case s.Missing && s.Fenced != "":
+		return Nothing
+	case s.Missing:
+		return Create
+	case s.Fenced != "" && s.HasState && s.Running:
+		return StopFenced
+	case s.Fenced != "" && s.HasState:
+		return KeepFenced
+	case s.SpecHash != wantHash:
+		return Recreate
+	case !s.HasState:
+		return NoState
+	case s.Running && !s.RestartFor.IsZero() && s.StartedAt.Equal(s.RestartFor):
+		return StopForRestart
+	case s.Running:
+		return Nothing
+	case s.FinishedAt != s.LastExit && !s.Created:
+		return CountExit
+	case s.Now.Before(s.RetryAt):
+		return WaitBackoff
+	}
+	return StartAgain
+}
+
+// reconcile observes the container, decides (DecideContainer) and acts.
+// It returns how long to wait before retrying, or 0 to wait for the next
+// event or tick.
 func (r *Runner) reconcile(ctx context.Context) time.Duration {
 	name := r.spec.Name
 	res, err := r.docker.ContainerInspect(ctx, name, client.ContainerInspectOptions{})
-	switch {
-	case cerrdefs.IsNotFound(err):
-		r.setState("missing", false, "")
-		if r.Status().Fenced != "" {
-			return 0
-		}
-		return r.create(ctx)
-	case err != nil:
+	if err != nil && !cerrdefs.IsNotFound(err) {
 		return r.fail(ctx, fmt.Errorf("spilo: inspect container %q: %w", name, err))
 	}
-	c := res.Container
-	if fenced := r.Status().Fenced; fenced != "" && c.State != nil {
-		return r.fenced(ctx, c.ID, c.State.Running, c.State.FinishedAt, fenced)
-	}
-	var labels map[string]string
-	if c.Config != nil {
-		labels = c.Config.Labels
-	}
-	if labels[LabelSpecHash] != r.spec.Hash {
-		r.log.Info("container spec changed; recreating", "have", labels[LabelSpecHash], "want", r.spec.Hash)
+	seen, c := r.observe(res, cerrdefs.IsNotFound(err))
+	act := DecideContainer(seen, r.spec.Hash)
+	switch act {
+	case Create:
+		r.setState("missing", false, "")
+		return r.create(ctx)
+	case Nothing:
+		if seen.Missing {
+			r.setState("missing", false, "")
+			return 0
+		}
+		r.running(c, seen.StartedAt)
+		return 0
+	case StopFenced, KeepFenced:
+		return r.fenced(ctx, c.ID, seen.Running, seen.FinishedAt, seen.Fenced)
+	case Recreate:
+		r.log.Info("container spec changed; recreating", "have", seen.SpecHash, "want", r.spec.Hash)
 		if err := r.remove(ctx, c.ID); err != nil {
 			return r.fail(ctx, err)
 		}
 		return r.create(ctx)
-	}
-	st := c.State
-	if st == nil {
+	case NoState:
 		return r.fail(ctx, fmt.Errorf("spilo: inspect container %q: no state", name))
-	}
-	started, _ := time.Parse(time.RFC3339Nano, st.StartedAt)
-	r.mu.Lock()
-	r.status.ID = c.ID
-	r.status.State = string(st.Status)
-	r.status.Running = st.Running
-	r.status.StartedAt = started
-	r.mu.Unlock()
-
-	if st.Running {
-		r.readyOnce.Do(func() {
-			r.log.Info("container running", "id", short(c.ID), "started_at", started)
-			close(r.ready)
-		})
+	case StopForRestart:
+		r.running(c, seen.StartedAt)
 		r.mu.Lock()
-		r.status.LastError = ""
-		if !r.restartFor.IsZero() && !started.Equal(r.restartFor) {
-			r.restartFor, r.restartReason = time.Time{}, "" // started again: done
-		}
-		restart, reason := !r.restartFor.IsZero(), r.restartReason
-		if !r.sick && r.now().Sub(started) > 10*time.Second {
-			r.backoff.Reset()
-		}
+		reason := r.restartReason
 		r.mu.Unlock()
-		if restart {
-			return r.restart(ctx, c.ID, reason)
-		}
-		return 0
+		return r.restart(ctx, c.ID, reason)
+	case CountExit:
+		r.setObserved(c, seen.StartedAt)
+		return r.countExit(ctx, c, seen.StartedAt)
+	case WaitBackoff:
+		r.setObserved(c, seen.StartedAt)
+		return seen.RetryAt.Sub(seen.Now)
 	}
-
-	// Not running: count the exit once, then start again after a backoff.
-	r.mu.Lock()
-	if st.FinishedAt != r.lastExit && !st.Running && st.Status != container.StateCreated {
-		r.lastExit = st.FinishedAt
-		code := st.ExitCode
-		r.status.LastExitCode = &code
-		r.status.LastExitAt, _ = time.Parse(time.RFC3339Nano, st.FinishedAt)
-		// Docker's rule: a container that ran 10 s or more before it died
-		// starts over at the shortest delay. Judged from the container's own
-		// times, not from whether a reconcile happened to see it running
-		// that long (one every Interval would miss most).
-		// A container that is sick (see Restart) ran, but not well.
-		if ran := r.status.LastExitAt.Sub(started); !r.sick && !started.IsZero() && ran >= 10*time.Second {
-			r.backoff.Reset()
-		}
-		r.retryAt = r.now().Add(r.backoff.Next())
-		restartIn := r.retryAt.Sub(r.now()).Round(time.Millisecond)
-		if !r.restartFor.IsZero() && started.Equal(r.restartFor) {
-			r.log.Info("container stopped for a restart", "exit_code", code, "restart_in", restartIn)
-		} else {
-			r.log.Warn("container exited", "exit_code", code, "oom_killed", st.OOMKilled, "restart_in", restartIn)
-		}
-		if r.OnExit != nil {
-			r.mu.Unlock()
-			r.OnExit(ctx)
-			r.mu.Lock()
-		}
-	}
-	wait := r.retryAt.Sub(r.now())
-	r.mu.Unlock()
-	if wait > 0 {
-		return wait
-	}
+	// StartAgain
+	r.setObserved(c, seen.StartedAt)
 	if err := r.beforeStart(); err != nil {
 		return r.fail(ctx, err)
 	}
@@ -439,6 +457,96 @@ func (r *Runner) reconcile(ctx context.Context) time.Duration {
 	r.mu.Unlock()
 	r.log.Info("container restarted", "restarts", r.Status().Restarts)
 	return time.Second // look again soon
+}
+
+// observe turns an inspect result and the runner's memory into what
+// DecideContainer takes.
+func (r *Runner) observe(res client.ContainerInspectResult, missing bool) (ContainerSeen, container.InspectResponse) {
+	r.mu.Lock()
+	seen := ContainerSeen{
+		Missing: missing, Fenced: r.status.Fenced, RestartFor: r.restartFor,
+		LastExit: r.lastExit, RetryAt: r.retryAt, Now: r.now(),
+	}
+	r.mu.Unlock()
+	c := res.Container
+	if missing {
+		return seen, c
+	}
+	if c.Config != nil {
+		seen.SpecHash = c.Config.Labels[LabelSpecHash]
+	}
+	if st := c.State; st != nil {
+		seen.HasState = true
+		seen.Running = st.Running
+		seen.Created = st.Status == container.StateCreated
+		seen.StartedAt, _ = time.Parse(time.RFC3339Nano, st.StartedAt)
+		seen.FinishedAt = st.FinishedAt
+	}
+	return seen, c
+}
+
+// setObserved records the container's state in the status.
+func (r *Runner) setObserved(c container.InspectResponse, started time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.status.ID = c.ID
+	r.status.State = string(c.State.Status)
+	r.status.Running = c.State.Running
+	r.status.StartedAt = started
+}
+
+// running is the bookkeeping of a running container: ready, a Restart
+// done once a new start runs, and the backoff reset after 10 s of health.
+func (r *Runner) running(c container.InspectResponse, started time.Time) {
+	r.setObserved(c, started)
+	r.readyOnce.Do(func() {
+		r.log.Info("container running", "id", short(c.ID), "started_at", started)
+		close(r.ready)
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.status.LastError = ""
+	if !r.restartFor.IsZero() && !started.Equal(r.restartFor) {
+		r.restartFor, r.restartReason = time.Time{}, "" // started again: done
+	}
+	if !r.sick && r.now().Sub(started) > 10*time.Second {
+		r.backoff.Reset()
+	}
+}
+
+// countExit counts an exit once (its code and time, OnExit) and schedules
+// the start after the backoff; it returns the wait.
+func (r *Runner) countExit(ctx context.Context, c container.InspectResponse, started time.Time) time.Duration {
+	st := c.State
+	r.mu.Lock()
+	r.lastExit = st.FinishedAt
+	code := st.ExitCode
+	r.status.LastExitCode = &code
+	r.status.LastExitAt, _ = time.Parse(time.RFC3339Nano, st.FinishedAt)
+	// Docker's rule: a container that ran 10 s or more before it died
+	// starts over at the shortest delay. Judged from the container's own
+	// times, not from whether a reconcile happened to see it running that
+	// long (one every Interval would miss most). A container that is sick
+	// (see Restart) ran, but not well.
+	if ran := r.status.LastExitAt.Sub(started); !r.sick && !started.IsZero() && ran >= 10*time.Second {
+		r.backoff.Reset()
+	}
+	r.retryAt = r.now().Add(r.backoff.Next())
+	restartIn := r.retryAt.Sub(r.now()).Round(time.Millisecond)
+	forRestart := !r.restartFor.IsZero() && started.Equal(r.restartFor)
+	r.mu.Unlock()
+	if forRestart {
+		r.log.Info("container stopped for a restart", "exit_code", code, "restart_in", restartIn)
+	} else {
+		r.log.Warn("container exited", "exit_code", code, "oom_killed", st.OOMKilled, "restart_in", restartIn)
+	}
+	if r.OnExit != nil {
+		r.OnExit(ctx)
+	}
+	r.mu.Lock()
+	wait := r.retryAt.Sub(r.now())
+	r.mu.Unlock()
+	return max(wait, time.Millisecond)
 }
 
 // fenced keeps a fenced container stopped. The stop is short: the

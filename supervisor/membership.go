@@ -3,7 +3,6 @@ package supervisor
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,20 +15,15 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/nodeha/nodeha/config"
+	"github.com/nodeha/nodeha/dcs"
 	"github.com/nodeha/nodeha/embedetcd"
 	"github.com/nodeha/nodeha/failover"
 	"github.com/nodeha/nodeha/internal/atomicfile"
 	"github.com/nodeha/nodeha/patroni"
 	"github.com/nodeha/nodeha/spilo"
 )
-
-// hostKey maps a host's member name to its address, for `nodeha remove
-// NAME` after the host's Patroni keys have expired. No lease: it lasts
-// until the host leaves or is removed.
-func hostKey(scope, name string) string { return "/nodeha/" + scope + "/hosts/" + name }
 
 // leftFile marks a host that left with `nodeha leave`: `nodeha run` refuses
 // to start there until `nodeha join` brings it back.
@@ -60,7 +54,7 @@ type members struct {
 func (m *members) register(ctx context.Context) {
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := m.etcd.Put(pctx, hostKey(m.cfg.Scope, m.cfg.Name), m.cfg.AdvertiseIP.String())
+		_, err := m.etcd.Put(pctx, dcs.Host(m.cfg.Scope, m.cfg.Name), m.cfg.AdvertiseIP.String())
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			return
@@ -83,7 +77,7 @@ func (m *members) peersClient() (*clientv3.Client, error) {
 	if len(endpoints) == 0 {
 		return nil, errors.New("there is no other member to ask")
 	}
-	return clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: m.clientTLS, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	return dcs.NewClient(endpoints, m.clientTLS, 5*time.Second)
 }
 
 // Leave takes this host out of the cluster: a switchover first when it is
@@ -121,9 +115,9 @@ func (m *members) Leave(ctx context.Context) (msg string, err error) {
 	}
 	steps = append(steps, "stopped container "+cfg.ContainerName)
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err = m.etcd.Delete(dctx, failover.MemberKey(cfg.Scope, cfg.Name))
+	_, err = m.etcd.Delete(dctx, dcs.Member(cfg.Scope, cfg.Name))
 	if err == nil {
-		_, err = m.etcd.Delete(dctx, hostKey(cfg.Scope, cfg.Name))
+		_, err = m.etcd.Delete(dctx, dcs.Host(cfg.Scope, cfg.Name))
 	}
 	cancel()
 	if err != nil {
@@ -172,7 +166,7 @@ func (m *members) Remove(ctx context.Context, name string, force bool) (string, 
 	defer cancel()
 	addr := name
 	if net.ParseIP(name) == nil {
-		resp, err := m.etcd.Get(gctx, hostKey(cfg.Scope, name))
+		resp, err := m.etcd.Get(gctx, dcs.Host(cfg.Scope, name))
 		if err != nil {
 			return "", fmt.Errorf("remove: %w", err)
 		}
@@ -191,8 +185,7 @@ func (m *members) Remove(ctx context.Context, name string, force bool) (string, 
 		return "", fmt.Errorf("remove: %s still holds the leader lock; wait for the failover (or switch over) first", name)
 	}
 	if !force {
-		w := &failover.Watcher{Ports: []int{cfg.RestAPIPort, cfg.EtcdPeerPort}}
-		if w.Reachable(ctx, addr) {
+		if failover.Reachable(ctx, addr, []int{cfg.RestAPIPort, cfg.EtcdPeerPort}) {
 			return "", fmt.Errorf("remove: %s (%s) still answers: run `nodeha leave` on it, or remove it with --force", name, addr)
 		}
 	}
@@ -211,7 +204,7 @@ func (m *members) Remove(ctx context.Context, name string, force bool) (string, 
 			}
 		}
 	}
-	for _, k := range []string{failover.MemberKey(cfg.Scope, name), hostKey(cfg.Scope, name)} {
+	for _, k := range []string{dcs.Member(cfg.Scope, name), dcs.Host(cfg.Scope, name)} {
 		if resp, err := m.etcd.Delete(gctx, k); err != nil {
 			return "", fmt.Errorf("remove: delete %s: %w", k, err)
 		} else if resp.Deleted > 0 && strings.Contains(k, "/members/") {
@@ -226,7 +219,7 @@ func (m *members) Remove(ctx context.Context, name string, force bool) (string, 
 }
 
 func currentLeader(ctx context.Context, kv clientv3.KV, scope string) (string, error) {
-	resp, err := kv.Get(ctx, failover.LeaderKey(scope))
+	resp, err := kv.Get(ctx, dcs.Leader(scope))
 	if err != nil || len(resp.Kvs) == 0 {
 		return "", err
 	}
@@ -248,29 +241,22 @@ func waitLeaderOther(ctx context.Context, kv clientv3.KV, scope, self string) er
 
 // patroniHost is the address in a Patroni member key's conn_url.
 func patroniHost(ctx context.Context, kv clientv3.KV, scope, name string) string {
-	resp, err := kv.Get(ctx, failover.MemberKey(scope, name))
+	resp, err := kv.Get(ctx, dcs.Member(scope, name))
 	if err != nil || len(resp.Kvs) == 0 {
 		return ""
 	}
-	var v struct {
-		ConnURL string `json:"conn_url"`
-	}
-	json.Unmarshal(resp.Kvs[0].Value, &v)
-	u, err := url.Parse(v.ConnURL)
-	if err != nil {
-		return ""
-	}
-	return u.Hostname()
+	m, _ := dcs.ParseMember(resp.Kvs[0].Value)
+	return m.Host()
 }
 
 func knownHosts(ctx context.Context, kv clientv3.KV, scope string) []string {
-	resp, err := kv.Get(ctx, "/nodeha/"+scope+"/hosts/", clientv3.WithPrefix())
+	resp, err := kv.Get(ctx, dcs.Hosts(scope), clientv3.WithPrefix())
 	if err != nil {
 		return nil
 	}
 	var out []string
 	for _, kv := range resp.Kvs {
-		out = append(out, strings.TrimPrefix(string(kv.Key), "/nodeha/"+scope+"/hosts/")+"="+string(kv.Value))
+		out = append(out, strings.TrimPrefix(string(kv.Key), dcs.Hosts(scope))+"="+string(kv.Value))
 	}
 	sort.Strings(out)
 	return out

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nodeha/nodeha/config"
+	"github.com/nodeha/nodeha/dcs"
 	"github.com/nodeha/nodeha/embedetcd"
 	"github.com/nodeha/nodeha/spilo"
 )
@@ -209,7 +210,7 @@ func TestRemoveRefusesThisHostsAddress(t *testing.T) {
 	cfg := &config.Config{Name: "pg1", Scope: "s", AdvertiseIP: netip.MustParseAddr("127.0.0.3"), RestAPIPort: 8008, EtcdPeerPort: 2380}
 	mem := &members{cfg: cfg, member: m, etcd: m.Client(), log: quiet}
 	ctx := context.Background()
-	if _, err := m.Client().Put(ctx, hostKey("s", "pg9"), "127.0.0.3"); err != nil {
+	if _, err := m.Client().Put(ctx, dcs.Host("s", "pg9"), "127.0.0.3"); err != nil {
 		t.Fatal(err)
 	}
 	_, err := mem.Remove(ctx, "pg9", true)

@@ -7,20 +7,18 @@ package supervisor
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/moby/moby/client"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/nodeha/nodeha/config"
+	"github.com/nodeha/nodeha/dcs"
 	"github.com/nodeha/nodeha/embedetcd"
 	"github.com/nodeha/nodeha/failover"
 	"github.com/nodeha/nodeha/health"
@@ -255,18 +253,15 @@ var errDuplicateName = errors.New("member name taken")
 func checkName(ctx context.Context, cli *clientv3.Client, cfg *config.Config) error {
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := cli.Get(gctx, "/service/"+cfg.Scope+"/members/"+cfg.Name)
+	resp, err := cli.Get(gctx, dcs.Member(cfg.Scope, cfg.Name))
 	if err != nil {
 		return fmt.Errorf("join: read Patroni's member %s: %w", cfg.Name, err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil
 	}
-	var m struct {
-		ConnURL string `json:"conn_url"`
-	}
-	json.Unmarshal(resp.Kvs[0].Value, &m)
-	if u, err := url.Parse(m.ConnURL); err == nil && u.Hostname() == cfg.AdvertiseIP.String() {
+	m, _ := dcs.ParseMember(resp.Kvs[0].Value)
+	if m.Host() == cfg.AdvertiseIP.String() {
 		return nil // this host, before
 	}
 	return config.Problem("NAME", "name", "%w: Patroni member %q is another host's (%s); give this host another name, or `nodeha remove %s` if that host is gone for good", errDuplicateName, cfg.Name, m.ConnURL, cfg.Name)
@@ -290,7 +285,7 @@ func preflightJoin(ctx context.Context, cfg *config.Config, log *slog.Logger) er
 	if len(endpoints) == 0 {
 		return nil // Join waits for them
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: clientTLS, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := dcs.NewClient(endpoints, clientTLS, 5*time.Second)
 	if err != nil {
 		return err
 	}
