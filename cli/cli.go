@@ -151,7 +151,7 @@ func loadWith(fs *flag.FlagSet, args []string, validate, mayGenerate bool) (*con
 	}
 	cfg.MayGenerateToken = mayGenerate
 	if validate {
-		if err := cfg.Validate(); err != nil {
+		if err := cfg.Check(); err != nil {
 			return nil, &exitError{2, err}
 		}
 	}

@@ -166,7 +166,7 @@ func hostUserData(hc config.Config, o cloudinit.Options, advertise string) ([]by
 	if filepath.IsAbs(v.DataDir) {
 		v.DataDir = "/nonexistent/nodeha-cloud-init" // this machine's stored token is not the VM's
 	}
-	if err := v.Validate(); err != nil {
+	if err := v.Check(); err != nil {
 		return nil, &exitError{2, err}
 	}
 	hc.Identity = v.Identity

@@ -82,9 +82,13 @@ type Config struct {
 	TestHooks            bool          `envconfig:"NODEHA_TEST_HOOKS" flag:"test-hooks" desc:"tests only: serve POST /debug/hang on the health socket, which hangs the reconcile loop (to prove the systemd watchdog)"`
 	LogLevel             string        `envconfig:"NODEHA_LOG_LEVEL" flag:"log-level" default:"info" desc:"debug, info, warn or error"`
 
-	// AdvertiseIP is Advertise resolved; set by Validate.
+	// HostEtcdData and HostPostgresData say what this host holds; set by
+	// Resolve.
+	HostEtcdData     bool `ignored:"true"`
+	HostPostgresData bool `ignored:"true"`
+	// AdvertiseIP is Advertise resolved; set by Resolve.
 	AdvertiseIP netip.Addr `ignored:"true"`
-	// Identity is the cluster's, from Token; set by Validate.
+	// Identity is the cluster's, from Token; set by Resolve.
 	Identity *trust.Identity `ignored:"true"`
 	// MayGenerateToken lets Validate make up a token for a one-host new
 	// cluster (nodeha run); TokenGenerated says it did. Validate writes
@@ -228,8 +232,44 @@ func problem(env, flagName, format string, args ...any) error {
 	return Problem(env, flagName, format, args...)
 }
 
-// Validate checks every setting, resolves the advertise address, and
-// returns all problems joined, one per line. It touches nothing on disk.
+// Check is what commands run on loaded settings: Resolve, then Validate,
+// every problem of both joined, one per line. It writes nothing.
+func (c *Config) Check() error {
+	return errors.Join(c.Resolve(), c.Validate())
+}
+
+// Resolve fills in what the settings leave to the host, reading and never
+// writing: the advertise address (an IP, or a go-sockaddr template
+// resolved against the interfaces), the host's state on disk (etcd data,
+// a PostgreSQL data directory, the stored token and TLS identity), the
+// token (the setting, the stored one, or a new one for a new one-host
+// cluster) and the identity and passwords derived from it.
+func (c *Config) Resolve() error {
+	var errs []error
+	c.HostEtcdData = HasEtcdData(c.EtcdDir())
+	_, err := os.Stat(filepath.Join(c.PostgresDir, "pgdata", "PG_VERSION"))
+	c.HostPostgresData = err == nil
+	if ip, err := ResolveAddress(c.Advertise); err != nil {
+		errs = append(errs, problem("ADVERTISE", "advertise", "%v", err))
+	} else {
+		c.AdvertiseIP = ip
+	}
+	errs = append(errs, c.resolveToken()...)
+	if c.RewindPassword == "" {
+		c.RewindPassword = c.ReplicationPassword
+	}
+	if c.PatroniOverlay != "" {
+		if st, err := os.Stat(c.PatroniOverlay); err != nil {
+			errs = append(errs, problem("PATRONI_OVERLAY", "patroni-overlay", "%v", err))
+		} else if st.IsDir() {
+			errs = append(errs, problem("PATRONI_OVERLAY", "patroni-overlay", "%q is a directory, want a YAML file", c.PatroniOverlay))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the settings as loaded and resolved, and returns all
+// problems joined, one per line. It reads nothing and writes nothing.
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(env, fl, format string, args ...any) { errs = append(errs, problem(env, fl, format, args...)) }
@@ -246,22 +286,10 @@ func (c *Config) Validate() error {
 	if c.Image == "" {
 		add("IMAGE", "image", "is empty")
 	}
-	errs = append(errs, c.resolveToken()...)
-
 	// The seed gives rewind and replication the same user (replicator):
 	// Patroni would set that role's password twice, and the second one wins.
-	switch {
-	case c.RewindPassword == "":
-		c.RewindPassword = c.ReplicationPassword
-	case c.RewindPassword != c.ReplicationPassword:
+	if c.RewindPassword != "" && c.RewindPassword != c.ReplicationPassword {
 		add("REWIND_PASSWORD", "rewind-password", "differs from NODEHA_REPLICATION_PASSWORD, but the rewind user is the replication user replicator: leave it unset or make them equal")
-	}
-
-	ip, err := ResolveAddress(c.Advertise)
-	if err != nil {
-		add("ADVERTISE", "advertise", "%v", err)
-	} else {
-		c.AdvertiseIP = ip
 	}
 
 	if len(c.Peers) == 0 {
@@ -285,7 +313,7 @@ func (c *Config) Validate() error {
 		// A host that joins is given some existing hosts; one with etcd
 		// data restarts from it, the list is then only where Patroni starts
 		// looking (a host that joined restarts with `nodeha run`).
-		if c.AdvertiseIP.IsValid() && !seen[c.AdvertiseIP.String()] && !c.Join && !HasEtcdData(c.EtcdDir()) {
+		if c.AdvertiseIP.IsValid() && !seen[c.AdvertiseIP.String()] && !c.Join && !c.HostEtcdData {
 			add("PEERS", "peers", "does not contain this host's address %s (from NODEHA_ADVERTISE/--advertise)", c.AdvertiseIP)
 		}
 	}
@@ -298,13 +326,6 @@ func (c *Config) Validate() error {
 	} {
 		if !filepath.IsAbs(d.v) {
 			add(d.env, d.fl, "%q must be an absolute path", d.v)
-		}
-	}
-	if c.PatroniOverlay != "" {
-		if st, err := os.Stat(c.PatroniOverlay); err != nil {
-			add("PATRONI_OVERLAY", "patroni-overlay", "%v", err)
-		} else if st.IsDir() {
-			add("PATRONI_OVERLAY", "patroni-overlay", "%q is a directory, want a YAML file", c.PatroniOverlay)
 		}
 	}
 	if !containerName.MatchString(c.ContainerName) {
@@ -482,9 +503,14 @@ func (c *Config) SpiloDir() string { return filepath.Join(c.DataDir, "spilo") }
 // SnapshotDir is where etcd snapshots are kept.
 func (c *Config) SnapshotDir() string { return filepath.Join(c.DataDir, "snapshots") }
 
-// ResolveToken is the token part of Validate alone: for commands that need
+// ResolveToken is the token part of Resolve alone: for commands that need
 // the cluster's secrets but not the rest of the settings.
-func (c *Config) ResolveToken() error { return errors.Join(c.resolveToken()...) }
+func (c *Config) ResolveToken() error {
+	c.HostEtcdData = HasEtcdData(c.EtcdDir())
+	_, err := os.Stat(filepath.Join(c.PostgresDir, "pgdata", "PG_VERSION"))
+	c.HostPostgresData = err == nil
+	return errors.Join(c.resolveToken()...)
+}
 
 // resolveToken finds the cluster token (the setting, else the one this
 // host stored), derives the identity and the passwords not set explicitly,
@@ -516,7 +542,7 @@ func (c *Config) resolveToken() []error {
 	case c.Token != "" && stored != "" && c.Token != stored:
 		add("differs from the token stored in %s, of the cluster this host's etcd and PostgreSQL data belong to; to keep this host in its cluster, unset NODEHA_TOKEN/--token (or give that token: `nodeha token show`); to move it to another cluster, `nodeha leave` it first, then `nodeha join --token ...`", c.TokenFile())
 		return errs
-	case c.Token == "" && c.MayGenerateToken && !c.Join && len(c.Peers) == 1 && !HasEtcdData(c.EtcdDir()):
+	case c.Token == "" && c.MayGenerateToken && !c.Join && len(c.Peers) == 1 && !c.HostEtcdData:
 		c.Token, c.TokenGenerated = trust.GenerateToken(), true
 	case c.Token == "":
 		add("is required: run `nodeha token generate` once and give every host the same token (a new one-host cluster makes its own)")
@@ -558,11 +584,8 @@ func (c *Config) DerivedPassword(purpose, value string) bool {
 }
 
 // HasHostData reports whether this host has formed anything a token binds:
-// etcd member data or a PostgreSQL data directory.
-func (c *Config) HasHostData() bool {
-	_, err := os.Stat(filepath.Join(c.PostgresDir, "pgdata", "PG_VERSION"))
-	return HasEtcdData(c.EtcdDir()) || err == nil
-}
+// etcd member data or a PostgreSQL data directory (as Resolve found them).
+func (c *Config) HasHostData() bool { return c.HostEtcdData || c.HostPostgresData }
 
 // HasEtcdData reports whether dir holds an etcd member's WAL.
 func HasEtcdData(dir string) bool {

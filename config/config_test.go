@@ -89,7 +89,7 @@ func TestValidateReportsEveryProblemAtOnce(t *testing.T) {
 		"--etcd-client-port=70000",
 		"--data-dir=var/lib/nodeha",
 	)
-	err := c.Validate()
+	err := c.Check()
 	if err == nil {
 		t.Fatal("Validate() = nil, want every problem")
 	}
@@ -116,7 +116,7 @@ func TestValidateReportsEveryProblemAtOnce(t *testing.T) {
 func TestValidatePeersMustContainAdvertise(t *testing.T) {
 	clearEnv(t)
 	c := load(t, append(validArgs, "--advertise=10.0.0.9")...)
-	err := c.Validate()
+	err := c.Check()
 	if !hasLine(errLines(err), "NODEHA_PEERS (--peers): ", "10.0.0.9") {
 		t.Fatalf("Validate() = %v, want a NODEHA_PEERS line naming 10.0.0.9", err)
 	}
@@ -128,7 +128,7 @@ func TestValidatePeersMustContainAdvertise(t *testing.T) {
 func TestValidatePeerProblems(t *testing.T) {
 	clearEnv(t)
 	c := load(t, append(validArgs, "--peers=10.0.0.1,10.0.0.2,10.0.0.2,10.0.0.3:2380")...)
-	lines := errLines(c.Validate())
+	lines := errLines(c.Check())
 	if !hasLine(lines, "NODEHA_PEERS (--peers): ", `"10.0.0.2" is listed twice`) {
 		t.Errorf("no duplicate-peer line in %q", lines)
 	}
@@ -149,7 +149,7 @@ func TestValidateTemplateResolvingToSeveralAddresses(t *testing.T) {
 		t.Skipf("this host has %d IP address(es); need two", n)
 	}
 	c := load(t, append(validArgs, "--advertise="+tmpl)...)
-	err = c.Validate()
+	err = c.Check()
 	if !hasLine(errLines(err), "NODEHA_ADVERTISE (--advertise): ", "addresses", "want exactly one") {
 		t.Fatalf("Validate() = %v, want a NODEHA_ADVERTISE line about several addresses", err)
 	}
@@ -160,7 +160,7 @@ func TestValidTemplateResolves(t *testing.T) {
 	c := load(t, append(validArgs,
 		"--advertise="+`{{ GetAllInterfaces | include "name" "^lo$" | include "type" "IPv4" | attr "address" }}`,
 		"--peers=127.0.0.1,10.0.0.2,10.0.0.3")...)
-	if err := c.Validate(); err != nil {
+	if err := c.Check(); err != nil {
 		t.Fatal(err)
 	}
 	if want := netip.MustParseAddr("127.0.0.1"); c.AdvertiseIP != want {
@@ -171,7 +171,7 @@ func TestValidTemplateResolves(t *testing.T) {
 func TestValidConfigPasses(t *testing.T) {
 	clearEnv(t)
 	c := load(t, validArgs...)
-	if err := c.Validate(); err != nil {
+	if err := c.Check(); err != nil {
 		t.Fatalf("Validate() = %v", err)
 	}
 	if want := netip.MustParseAddr("10.0.0.1"); c.AdvertiseIP != want {
@@ -201,7 +201,7 @@ func TestValidateTouchesNothingOnDisk(t *testing.T) {
 		args = append(args, "--"+fl+"="+p)
 	}
 	c := load(t, args...)
-	if err := c.Validate(); err != nil {
+	if err := c.Check(); err != nil {
 		t.Fatal(err)
 	}
 	ents, err := os.ReadDir(root)
@@ -278,11 +278,11 @@ func TestValidateOverlayMustBeAFile(t *testing.T) {
 	clearEnv(t)
 	dir := t.TempDir()
 	c := load(t, append(validArgs, "--patroni-overlay="+dir)...)
-	if !hasLine(errLines(c.Validate()), "NODEHA_PATRONI_OVERLAY (--patroni-overlay): ", "is a directory") {
+	if !hasLine(errLines(c.Check()), "NODEHA_PATRONI_OVERLAY (--patroni-overlay): ", "is a directory") {
 		t.Error("a directory was accepted as the overlay")
 	}
 	c = load(t, append(validArgs, "--patroni-overlay="+filepath.Join(dir, "missing.yml"))...)
-	err := c.Validate()
+	err := c.Check()
 	if !hasLine(errLines(err), "NODEHA_PATRONI_OVERLAY (--patroni-overlay): ", "missing.yml") {
 		t.Errorf("Validate() = %v, want a line naming the missing overlay", err)
 	}
@@ -295,12 +295,12 @@ func TestValidatePatroniDeadAfter(t *testing.T) {
 		t.Errorf("default PatroniDeadAfter = %v, want 60s", c.PatroniDeadAfter)
 	}
 	for _, ok := range []string{"0", "10s", "5m"} {
-		if err := load(t, append(validArgs, "--patroni-dead-after="+ok)...).Validate(); err != nil {
+		if err := load(t, append(validArgs, "--patroni-dead-after="+ok)...).Check(); err != nil {
 			t.Errorf("--patroni-dead-after=%s: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"-1s", "3s"} {
-		err := load(t, append(validArgs, "--patroni-dead-after="+bad)...).Validate()
+		err := load(t, append(validArgs, "--patroni-dead-after="+bad)...).Check()
 		lines := errLines(err)
 		if len(lines) != 1 || !hasLine(lines, "NODEHA_PATRONI_DEAD_AFTER (--patroni-dead-after): ", "want 0 (off) or at least 10s") {
 			t.Errorf("--patroni-dead-after=%s: Validate() = %v, want one line naming the setting", bad, err)
@@ -360,7 +360,7 @@ func TestHostPortBracketsIPv6(t *testing.T) {
 func TestValidateJoinsErrors(t *testing.T) {
 	clearEnv(t)
 	c := load(t, "--name=bad name!", "--advertise=10.0.0.1", "--peers=10.0.0.1")
-	err := c.Validate()
+	err := c.Check()
 	// errors.Join keeps every problem reachable, not just a flattened string.
 	var joined interface{ Unwrap() []error }
 	if !errors.As(err, &joined) || len(joined.Unwrap()) != 2 {
@@ -372,7 +372,7 @@ func TestValidateJoinsErrors(t *testing.T) {
 func TestRewindPasswordFollowsReplication(t *testing.T) {
 	clearEnv(t)
 	c := load(t, validArgs...)
-	if err := c.Validate(); err != nil {
+	if err := c.Check(); err != nil {
 		t.Fatal(err)
 	}
 	if c.RewindPassword != "repl-secret" {
@@ -380,12 +380,12 @@ func TestRewindPasswordFollowsReplication(t *testing.T) {
 	}
 
 	c = load(t, append(validArgs, "--rewind-password=repl-secret")...)
-	if err := c.Validate(); err != nil {
+	if err := c.Check(); err != nil {
 		t.Errorf("an equal rewind password was refused: %v", err)
 	}
 
 	c = load(t, append(validArgs, "--rewind-password=something-else")...)
-	err := c.Validate()
+	err := c.Check()
 	if !hasLine(errLines(err), "NODEHA_REWIND_PASSWORD (--rewind-password): ", "NODEHA_REPLICATION_PASSWORD") {
 		t.Errorf("Validate() = %v, want a line saying rewind differs from replication", err)
 	}
@@ -399,7 +399,7 @@ func TestPasswordsDeriveFromTheTokenUnlessSet(t *testing.T) {
 	dir := t.TempDir()
 	three := []string{"--name=pg1", "--advertise=10.0.0.1", "--peers=10.0.0.1,10.0.0.2,10.0.0.3", "--data-dir=" + dir, "--token=" + testToken}
 	a, b := load(t, three...), load(t, append(three, "--superuser-password=mine-own")...)
-	if err := errors.Join(a.Validate(), b.Validate()); err != nil {
+	if err := errors.Join(a.Check(), b.Check()); err != nil {
 		t.Fatal(err)
 	}
 	if a.SuperuserPassword == "" || a.ReplicationPassword == "" || a.RestAPIPassword == "" ||
@@ -427,16 +427,16 @@ func TestTokenRules(t *testing.T) {
 	// Several hosts: no token is an error; a one-host new cluster may make one.
 	c := load(t, append(base, "--peers=10.0.0.1,10.0.0.2")...)
 	c.MayGenerateToken = true
-	if err := c.Validate(); !hasLine(errLines(err), "NODEHA_TOKEN (--token): ", "required") {
+	if err := c.Check(); !hasLine(errLines(err), "NODEHA_TOKEN (--token): ", "required") {
 		t.Errorf("no token with two peers: %v", err)
 	}
 	c = load(t, append(base, "--peers=10.0.0.1")...)
-	if err := c.Validate(); !hasLine(errLines(err), "NODEHA_TOKEN (--token): ", "required") {
+	if err := c.Check(); !hasLine(errLines(err), "NODEHA_TOKEN (--token): ", "required") {
 		t.Errorf("no token, generation not allowed: %v", err)
 	}
 	c = load(t, append(base, "--peers=10.0.0.1")...)
 	c.MayGenerateToken = true
-	if err := c.Validate(); err != nil || !c.TokenGenerated || c.Token == "" {
+	if err := c.Check(); err != nil || !c.TokenGenerated || c.Token == "" {
 		t.Fatalf("one-host new cluster: %v, generated %v", err, c.TokenGenerated)
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
@@ -445,7 +445,7 @@ func TestTokenRules(t *testing.T) {
 
 	// A bad token names the setting without showing the value.
 	c = load(t, append(base, "--peers=10.0.0.1", "--token=too-short")...)
-	err := c.Validate()
+	err := c.Check()
 	if !hasLine(errLines(err), "NODEHA_TOKEN (--token): ", "at least") || strings.Contains(err.Error(), "too-short") {
 		t.Errorf("short token: %v", err)
 	}
@@ -455,14 +455,14 @@ func TestTokenRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	c = load(t, append(base, "--peers=10.0.0.1,10.0.0.2")...)
-	if err := c.Validate(); err != nil || c.Token != testToken {
+	if err := c.Check(); err != nil || c.Token != testToken {
 		t.Errorf("stored token not used: %v", err)
 	}
 	// A failed first start stored a (generated) token but formed nothing:
 	// the real token replaces it (it used to be refused for good).
 	other := append(base, "--postgres-dir="+filepath.Join(dir, "pg"), "--peers=10.0.0.1,10.0.0.2", "--token=another-token-of-another-cluster")
 	c = load(t, other...)
-	if err := c.Validate(); err != nil || !c.ReplaceIdentity || c.Token != "another-token-of-another-cluster" {
+	if err := c.Check(); err != nil || !c.ReplaceIdentity || c.Token != "another-token-of-another-cluster" {
 		t.Errorf("a new token on a host that formed nothing: %v (replace %v)", err, c.ReplaceIdentity)
 	}
 	// Once the host has data, another token is refused, and the message
@@ -472,7 +472,7 @@ func TestTokenRules(t *testing.T) {
 		os.MkdirAll(filepath.Dir(p), 0o700)
 		os.WriteFile(p, []byte("x"), 0o600)
 		c = load(t, other...)
-		err := c.Validate()
+		err := c.Check()
 		if !hasLine(errLines(err), "NODEHA_TOKEN (--token): ", "differs") || !strings.Contains(err.Error(), "nodeha leave") || c.ReplaceIdentity {
 			t.Errorf("a token different from the stored one, with %s: %v", data, err)
 		}
@@ -486,10 +486,10 @@ func TestPeersWithoutThisHostAfterJoining(t *testing.T) {
 	clearEnv(t)
 	dir := t.TempDir()
 	args := []string{"--name=pg4", "--advertise=10.0.0.4", "--peers=10.0.0.1,10.0.0.2", "--data-dir=" + dir, "--token=" + testToken}
-	if err := load(t, args...).Validate(); !hasLine(errLines(err), "NODEHA_PEERS (--peers): ", "does not contain") {
+	if err := load(t, args...).Check(); !hasLine(errLines(err), "NODEHA_PEERS (--peers): ", "does not contain") {
 		t.Fatalf("a new host without itself in the peers: %v", err)
 	}
-	if err := load(t, append(args, "--join")...).Validate(); err != nil {
+	if err := load(t, append(args, "--join")...).Check(); err != nil {
 		t.Fatalf("joining: %v", err)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "etcd", "member", "wal"), 0o700); err != nil {
@@ -497,7 +497,7 @@ func TestPeersWithoutThisHostAfterJoining(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(dir, "etcd", "member", "wal", "0.wal"), []byte("x"), 0o600)
 	c := load(t, args...)
-	if err := c.Validate(); err != nil {
+	if err := c.Check(); err != nil {
 		t.Fatalf("restart of a host that joined: %v", err)
 	}
 	if got := c.EtcdHosts(); len(got) != 3 || got[2] != "10.0.0.4:2379" {
@@ -528,12 +528,32 @@ func TestValidateRefusesWhatCannotWork(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			clearEnv(t)
 			c := load(t, append(append([]string{}, validArgs...), tc.args...)...)
-			err := c.Validate()
+			err := c.Check()
 			lines := errLines(err)
 			var se *config.SettingError
 			if len(lines) != 1 || !hasLine(lines, tc.prefix, tc.in) || !errors.As(err, &se) {
 				t.Errorf("Validate = %v, want one setting error %q...%q", err, tc.prefix, tc.in)
 			}
 		})
+	}
+}
+
+// Resolve reads the host (the stored token here), Validate reads nothing:
+// a token that differs from the stored one is Resolve's problem, and
+// Validate alone does not see it.
+func TestValidateReadsNothing(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "etcd", "member", "wal"), 0o700)
+	os.WriteFile(filepath.Join(dir, "etcd", "member", "wal", "0.wal"), []byte("x"), 0o600)
+	os.WriteFile(filepath.Join(dir, "token"), []byte(testToken+"\n"), 0o600)
+	args := append(append([]string{}, validArgs...), "--data-dir="+dir, "--token=another-token-of-another-cluster")
+	c := load(t, args...)
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate alone = %v, want nil: it must not read the stored token", err)
+	}
+	c = load(t, args...)
+	if err := c.Check(); !hasLine(errLines(err), "NODEHA_TOKEN (--token): ", "differs") {
+		t.Fatalf("Check = %v, want the stored token's conflict", err)
 	}
 }

@@ -197,7 +197,7 @@ func TestConfigFrom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.Check(); err != nil {
 		t.Fatal(err)
 	}
 	c := embedetcd.ConfigFrom(cfg)

@@ -65,7 +65,7 @@ func loadConfig(t *testing.T, args ...string) *config.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Validate(); err != nil {
+	if err := c.Check(); err != nil {
 		t.Fatal(err)
 	}
 	return c
