@@ -41,7 +41,8 @@ commands:
   snapshot   write an etcd snapshot now (DATA_DIR/snapshots)
   status     show this host's health (--json for the full report; --wait[=5m]: until healthy)
   render     print the postgres.yml this host would run (--container: the container spec)
-  dsn        print the libpq connection string for all hosts
+  dsn        print the libpq connection string for all hosts (verify-full against --sslrootcert)
+  ca         print the cluster CA's certificate, what clients verify the servers against
   switchover planned leader change (--to NAME), waits for the new primary
   install    install the systemd unit and settings file, enable and start nodeha (--dry-run)
   uninstall  stop, disable and remove the unit and settings file; data stays
@@ -70,7 +71,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	cmds := map[string]func([]string, io.Writer, io.Writer) error{
 		"run": cmdRun, "status": cmdStatus, "render": cmdRender, "dsn": cmdDSN, "version": cmdVersion, "switchover": cmdSwitchover,
 		"install": cmdInstall, "uninstall": cmdUninstall, "cloud-init": cmdCloudInit, "token": cmdToken,
-		"join": cmdJoin, "leave": cmdLeave, "remove": cmdRemove, "recover": cmdRecover, "snapshot": cmdSnapshot,
+		"join": cmdJoin, "leave": cmdLeave, "ca": cmdCA, "remove": cmdRemove, "recover": cmdRecover, "snapshot": cmdSnapshot,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -311,6 +312,7 @@ func cmdDSN(args []string, stdout, stderr io.Writer) error {
 	readOnly := fs.Bool("read-only", false, "prefer standbys (target_session_attrs=prefer-standby)")
 	user := fs.String("user", "", "user name to put in the string (no password is ever printed)")
 	dbname := fs.String("dbname", "postgres", "database name")
+	rootCert := fs.String("sslrootcert", "nodeha-ca.crt", "the cluster CA's certificate where the client reads it (`nodeha ca > nodeha-ca.crt` on a host writes it): the client verifies the server against it (sslmode=verify-full)")
 	cfg, err := load(fs, args, false)
 	if err != nil {
 		return err
@@ -323,16 +325,21 @@ func cmdDSN(args []string, stdout, stderr io.Writer) error {
 			return config.Problem("PEERS", "peers", "%q is not an IP address or a host name", p)
 		}
 	}
-	fmt.Fprintln(stdout, DSN(cfg.Peers, cfg.PostgresPort, *user, *dbname, *readOnly))
+	if *rootCert == "" {
+		return config.Problem("", "sslrootcert", "is empty: clients verify the server with the cluster CA (`nodeha ca` prints it)")
+	}
+	fmt.Fprintln(stdout, DSN(cfg.Peers, cfg.PostgresPort, *user, *dbname, *readOnly, *rootCert))
 	return nil
 }
 
 // hostName is a DNS host name (RFC 1123 labels).
 var hostName = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$`)
 
-// DSN is the libpq multi-host URL for hosts. The seed's pg_hba accepts
-// remote clients only over TLS, hence sslmode=require.
-func DSN(hosts []string, port int, user, dbname string, readOnly bool) string {
+// DSN is the libpq multi-host URL for hosts. nodeha's pg_hba takes
+// clients only over TLS, and every host's PostgreSQL has a certificate of
+// the cluster CA for its address: the client verifies it
+// (sslmode=verify-full) against rootCert, the CA's certificate.
+func DSN(hosts []string, port int, user, dbname string, readOnly bool, rootCert string) string {
 	hp := make([]string, len(hosts))
 	for i, h := range hosts {
 		hp[i] = config.HostPort(h, port)
@@ -343,7 +350,8 @@ func DSN(hosts []string, port int, user, dbname string, readOnly bool) string {
 	}
 	q := url.Values{}
 	q.Set("target_session_attrs", attrs)
-	q.Set("sslmode", "require")
+	q.Set("sslmode", "verify-full")
+	q.Set("sslrootcert", rootCert)
 	q.Set("connect_timeout", "2")
 	u := "postgresql://"
 	if user != "" {

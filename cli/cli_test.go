@@ -2,8 +2,11 @@ package cli_test
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,6 +14,7 @@ import (
 
 	"github.com/nodeha/nodeha/cli"
 	"github.com/nodeha/nodeha/config"
+	"github.com/nodeha/nodeha/trust"
 )
 
 // clearEnv unsets every NODEHA_* variable and the unprefixed names
@@ -149,7 +153,8 @@ func TestRenderContainerHasNoSecret(t *testing.T) {
 
 func TestDSN(t *testing.T) {
 	clearEnv(t)
-	code, out, errOut := run(t, "dsn", "--peers", "a,b,c")
+	ca := caFile(t)
+	code, out, errOut := run(t, "dsn", "--peers", "a,b,c", "--sslrootcert="+ca)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -174,9 +179,13 @@ func TestDSN(t *testing.T) {
 	if cfg.ValidateConnect == nil {
 		t.Error("no session check: target_session_attrs was not understood")
 	}
-	// The seed's pg_hba takes remote clients over TLS only.
-	if cfg.TLSConfig == nil {
-		t.Error("DSN allows a connection without TLS")
+	// nodeha's pg_hba takes clients over TLS only, and the client verifies
+	// the server's certificate and name against the cluster CA.
+	if cfg.TLSConfig == nil || cfg.TLSConfig.InsecureSkipVerify && cfg.TLSConfig.VerifyPeerCertificate == nil || cfg.TLSConfig.RootCAs == nil || cfg.TLSConfig.ServerName != "a" {
+		t.Errorf("DSN does not verify the server against the CA: %+v", cfg.TLSConfig)
+	}
+	if !strings.Contains(dsn, "sslmode=verify-full") {
+		t.Errorf("dsn %s: want sslmode=verify-full", dsn)
 	}
 	if cfg.Password != "" {
 		t.Error("DSN carries a password")
@@ -185,7 +194,7 @@ func TestDSN(t *testing.T) {
 
 func TestDSNReadOnly(t *testing.T) {
 	clearEnv(t)
-	code, out, _ := run(t, "dsn", "--read-only", "--peers=10.0.0.1,10.0.0.2,10.0.0.3", "--user=app", "--dbname=orders")
+	code, out, _ := run(t, "dsn", "--read-only", "--peers=10.0.0.1,10.0.0.2,10.0.0.3", "--user=app", "--dbname=orders", "--sslrootcert="+caFile(t))
 	dsn := strings.TrimSpace(out)
 	if code != 0 || !strings.Contains(dsn, "target_session_attrs=prefer-standby") || strings.Contains(dsn, "read-write") {
 		t.Fatalf("exit %d, dsn %s", code, dsn)
@@ -203,7 +212,7 @@ func TestDSNFromEnvironmentAndIPv6(t *testing.T) {
 	clearEnv(t)
 	t.Setenv("NODEHA_PEERS", "fd00::1,fd00::2")
 	t.Setenv("NODEHA_POSTGRES_PORT", "6432")
-	code, out, errOut := run(t, "dsn")
+	code, out, errOut := run(t, "dsn", "--sslrootcert="+caFile(t))
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -247,5 +256,34 @@ func TestStatusWithoutDaemon(t *testing.T) {
 	code, _, errOut := run(t, "status", "--socket="+socket)
 	if code != 1 || !strings.Contains(errOut, socket) {
 		t.Errorf("status with no daemon: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// caFile writes a cluster CA's certificate, as `nodeha ca` prints it.
+func caFile(t *testing.T) string {
+	t.Helper()
+	id, _ := trust.FromToken(trust.GenerateToken())
+	p := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(p, id.CAPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCAPrintsTheTokensCA(t *testing.T) {
+	clearEnv(t)
+	tok := trust.GenerateToken()
+	id, _ := trust.FromToken(tok)
+	code, out, errOut := run(t, "ca", "--token="+tok, "--data-dir="+t.TempDir())
+	blk, _ := pem.Decode([]byte(out))
+	if code != 0 || blk == nil {
+		t.Fatalf("exit %d (%s), out %q, want the CA's PEM", code, errOut, out)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil || !c.IsCA || trust.FingerprintOf(c) != id.Fingerprint() {
+		t.Fatalf("printed certificate: %v, CA %v: not the token's CA", err, c != nil && c.IsCA)
+	}
+	if strings.Contains(out, "PRIVATE") {
+		t.Fatal("nodeha ca printed a private key")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,6 +116,59 @@ func TestCluster(t *testing.T) {
 		leader := mustWhole(t, c, time.Minute)
 		if got, err := leader.Psql(ctx, "select count(*) from pg_stat_replication where application_name not in ("+replicaNames(c, leader)+")"); err != nil || got != "0" {
 			t.Errorf("primary %s: %s walsenders besides the replicas' (%v)", leader.Name, got, err)
+		}
+	})
+
+	// No local superuser, no password in clear text: a local account of a
+	// host (any uid but postgres, in the host's network namespace) cannot
+	// log in as postgres over loopback without the password; nothing but
+	// TLS is accepted over TCP, replication included; the server's
+	// certificate is the cluster CA's for the host's addresses (a client
+	// with sslmode=verify-full connects); nodeha's data directory, which
+	// holds the trusted PostgreSQL socket, is root's alone.
+	t.Run("NoLocalSuperuserAndTLSOnly", func(t *testing.T) {
+		id, err := trust.FromToken(c.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		replPW := id.Password("replication")
+		psqlAs := func(h *testcluster.Host, user, password, conninfo, sql string) (string, error) {
+			args := []string{"exec", "-u", user}
+			if password != "" {
+				args = append(args, "-e", "PGPASSWORD="+password)
+			}
+			args = append(args, h.Spilo, "psql", "-w", "-XAtq", "-d", conninfo, "-c", sql)
+			return testcluster.Docker(ctx, args...)
+		}
+		for _, h := range c.Hosts {
+			st, err := os.Stat(filepath.Join(h.Dir, "nodeha"))
+			if sys, ok := st.Sys().(*syscall.Stat_t); err != nil || st.Mode().Perm() != 0o700 || !ok || sys.Uid != 0 {
+				t.Errorf("%s: DATA_DIR %v (%v), want root's, mode 0700", h.Name, st.Mode(), err)
+			}
+			for _, ci := range []string{
+				"host=127.0.0.1 user=postgres dbname=postgres sslmode=require connect_timeout=5",
+				"host=127.0.0.1 user=postgres dbname=postgres sslmode=disable connect_timeout=5",
+				"host=::1 user=postgres dbname=postgres sslmode=prefer connect_timeout=5",
+			} {
+				if out, err := psqlAs(h, "nobody", "", ci, "select 1"); err == nil {
+					t.Errorf("%s: a local account logged in as postgres without a password (%s): %s", h.Name, ci, out)
+				} else if !strings.Contains(ci, "::1") && !strings.Contains(err.Error(), "no password supplied") && !strings.Contains(err.Error(), "no pg_hba.conf entry") && !strings.Contains(err.Error(), "Connection refused") {
+					t.Errorf("%s: %s refused for another reason than authentication: %v", h.Name, ci, err)
+				}
+			}
+			plain := "host=" + h.IP + " user=replicator dbname=postgres replication=database sslmode=disable connect_timeout=5"
+			if out, err := psqlAs(h, "nobody", replPW, plain, "IDENTIFY_SYSTEM"); err == nil || !strings.Contains(err.Error(), "no pg_hba.conf entry") {
+				t.Errorf("%s: replication without TLS: %s %v, want no pg_hba entry", h.Name, out, err)
+			}
+			// The control: the same over TLS, the server verified.
+			verified := "host=" + h.IP + " user=replicator dbname=postgres replication=database sslmode=verify-full sslrootcert=/run/etcd-tls/ca.crt connect_timeout=5"
+			if _, err := psqlAs(h, "postgres", replPW, verified, "IDENTIFY_SYSTEM"); err != nil {
+				t.Errorf("%s: replication over verified TLS: %v", h.Name, err)
+			}
+			loop := "host=127.0.0.1 user=postgres dbname=postgres sslmode=verify-full sslrootcert=/run/etcd-tls/ca.crt connect_timeout=5"
+			if got, err := psqlAs(h, "postgres", id.Password("superuser"), loop, "select current_setting('password_encryption')"); err != nil || got != "scram-sha-256" {
+				t.Errorf("%s: postgres with its password over verified TLS on loopback: %q %v, want scram-sha-256", h.Name, got, err)
+			}
 		}
 	})
 

@@ -50,7 +50,11 @@ func TestFaults(t *testing.T) {
 	if err := faults.Setup(ctx, leader, pw); err != nil {
 		t.Fatal(err)
 	}
-	dsn := cli.DSN(strings.Split(c.Peers(), ","), 5432, "bench", "postgres", false)
+	ca, err := c.CAFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := cli.DSN(strings.Split(c.Peers(), ","), 5432, "bench", "postgres", false, ca)
 	for i, f := range faults.All {
 		t.Run(f.Name, func(t *testing.T) {
 			r := faults.Run(ctx, c, f, dsn, pw, "e2e", i+1)

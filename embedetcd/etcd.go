@@ -147,6 +147,15 @@ func Start(c Config, log *slog.Logger) (*Member, error) {
 	}
 	m := &Member{Restarted: HasData(c.Dir)}
 	e, err := embed.StartEtcd(ec)
+	// A member that joins checks its member list against the one of the
+	// first peer that answers, which may not have applied this host's
+	// addition yet ("member count is unequal"): that peer catches up within
+	// moments, so the start is tried again for a while.
+	for wait := 0; err != nil && c.InitialCluster != "" && !m.Restarted && strings.Contains(err.Error(), "member count is unequal") && wait < 20; wait++ {
+		log.Info("etcd: a peer has not applied this host's addition yet; starting again", "err", firstLine(err))
+		time.Sleep(500 * time.Millisecond)
+		e, err = embed.StartEtcd(ec)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("embedetcd: start member %s: %w", c.Name, err)
 	}
@@ -160,6 +169,14 @@ func Start(c Config, log *slog.Logger) (*Member, error) {
 		log.Info("etcd member bootstrapping a new cluster", "initial_cluster", ec.InitialCluster)
 	}
 	return m, nil
+}
+
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
 }
 
 // Client is an in-process client of this member (no network, no TLS).

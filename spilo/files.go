@@ -123,9 +123,16 @@ type hostDir struct {
 
 func hostDirs(cfg *config.Config) []hostDir {
 	return []hostDir{
+		// nodeha's state: the token, TLS keys, etcd, and (in spilo/) the
+		// PostgreSQL socket, trusted for local connections. Root's alone:
+		// no other account of the host may reach any of it.
+		{cfg.DataDir, 0o700, false},
 		// Mounted on /run: root's, as /run is; Spilo makes service/,
-		// supervise/, certs/ and tmp/ there itself.
+		// supervise/ and tmp/ there itself.
 		{cfg.SpiloDir(), 0o755, false},
+		// PostgreSQL's server certificate from the cluster CA (writeTLS);
+		// Spilo's configure_spilo.py keeps a key that is there.
+		{filepath.Join(cfg.SpiloDir(), "certs"), 0o700, true},
 		// The socket directory, /run/postgresql (configure_spilo.py's 2775).
 		{filepath.Join(cfg.SpiloDir(), "postgresql"), 0o775 | os.ModeSetgid, true},
 		// Mounted on /var/lib/postgresql/data.
@@ -157,7 +164,10 @@ func ensureDir(d hostDir, uid, gid int) error {
 		return fmt.Errorf("spilo: %s is not a directory", d.path)
 	}
 	mode := st.Mode() & (os.ModePerm | os.ModeSetgid)
-	if sys, ok := st.Sys().(*syscall.Stat_t); d.postgres && (!ok || int(sys.Uid) != uid || int(sys.Gid) != gid) {
+	if !d.postgres {
+		uid, gid = 0, 0
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); !ok || int(sys.Uid) != uid || int(sys.Gid) != gid {
 		if err := os.Lchown(d.path, uid, gid); err != nil {
 			return fmt.Errorf("spilo: chown %s: %w", d.path, err)
 		}
@@ -193,6 +203,16 @@ func writeTLS(cfg *config.Config) error {
 			return fmt.Errorf("spilo: %w", err)
 		}
 		if err := writeFile(dir, name, b, cfg.PostgresUID, cfg.PostgresGID); err != nil {
+			return err
+		}
+	}
+	certs := filepath.Join(cfg.SpiloDir(), "certs")
+	for src, name := range map[string]string{f.PostgresCrt: "server.crt", f.PostgresKey: "server.key"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return fmt.Errorf("spilo: %w", err)
+		}
+		if err := writeFile(certs, name, b, cfg.PostgresUID, cfg.PostgresGID); err != nil {
 			return err
 		}
 	}

@@ -85,6 +85,9 @@ func checkOverlay(prefix string, over, rendered map[string]any, inParams bool, p
 			*problems = append(*problems, msg)
 			continue
 		}
+		if key == "postgresql.pg_hba" {
+			checkHBA(v, problems)
+		}
 		have, exists := rendered[k]
 		switch {
 		case v == nil:
@@ -107,6 +110,27 @@ func checkOverlay(prefix string, over, rendered map[string]any, inParams bool, p
 			// a PostgreSQL parameter: any scalar
 		case kind(have) != kind(v):
 			*problems = append(*problems, fmt.Sprintf("%s is a %s (%v), want a %s", key, kind(v), v, kind(have)))
+		}
+	}
+}
+
+// checkHBA refuses pg_hba lines that would let a password or a superuser
+// through unverified over TCP: trust, or password (clear text), on a host
+// line.
+func checkHBA(v any, problems *[]string) {
+	lines, ok := v.([]any)
+	if !ok {
+		return // the kind check says it
+	}
+	for _, l := range lines {
+		s, _ := l.(string)
+		f := strings.Fields(s)
+		if len(f) < 4 || f[0] == "local" {
+			continue
+		}
+		switch method := f[len(f)-1]; method {
+		case "trust", "password":
+			*problems = append(*problems, fmt.Sprintf("postgresql.pg_hba line %q: %s on a TCP line (any local account or the network could use it)", s, method))
 		}
 	}
 }

@@ -56,7 +56,20 @@ func renderMap(cfg *config.Config) (map[string]any, error) {
 	pg["connect_address"] = config.HostPort(ip, cfg.PostgresPort)
 	pg["listen"] = fmt.Sprintf("*:%d", cfg.PostgresPort)
 	pg["name"] = cfg.Name
-	path(pg, "parameters")["port"] = cfg.PostgresPort
+	params := path(pg, "parameters")
+	params["port"] = cfg.PostgresPort
+	// Secure by default (README, Security model): no password travels in
+	// clear text or as an md5 hash, and nothing trusts the host's loopback.
+	// The seed's pg_hba trusted postgres on 127.0.0.1 and ::1, which with
+	// network mode host is every local account of the host, and let the
+	// replication user in without TLS. Local connections over the socket
+	// stay trusted: its directory is reachable only by root and the
+	// container (DATA_DIR is 0700, see EnsureDirs).
+	params["password_encryption"] = "scram-sha-256"
+	pg["pg_hba"] = PgHBA
+	// bg_mon (in the published images) serves activity and query text
+	// without authentication: loopback only, never the network.
+	params["bg_mon.listen_address"] = "127.0.0.1"
 	// Spilo derives bin_dir only when it writes the file itself, which it
 	// never does with nodeha's file in place: without it, PostgreSQL is
 	// whatever major the image's PATH holds.
@@ -115,6 +128,27 @@ func renderMap(cfg *config.Config) (map[string]any, error) {
 		Merge(doc, over)
 	}
 	return doc, nil
+}
+
+// PgHBA is the pg_hba nodeha renders in place of the seed's. The
+// differences: TCP from the host's loopback asks the password (scram) like
+// any other address, and over TLS; replication only over TLS; scram-sha-256
+// instead of md5 everywhere.
+var PgHBA = []any{
+	"local  all  postgres  trust",
+	"local  replication  postgres  trust",
+	"local  all  all  trust",
+	"local  replication  replicator  trust",
+	"hostnossl  all  all  all  reject",
+	"hostnossl  replication  all  all  reject",
+	"hostssl  all  postgres  127.0.0.1/32  scram-sha-256",
+	"hostssl  all  postgres  ::1/128  scram-sha-256",
+	"hostssl  all  postgres  all  reject",
+	"hostssl  replication  replicator  all  scram-sha-256",
+	"hostssl  all  +cloud  127.0.0.1/32  pam",
+	"hostssl  all  +cloud  ::1/128  pam",
+	"hostssl  all  +cloud  all  pam",
+	"hostssl  all  all  all  scram-sha-256",
 }
 
 // PGVersion is the PostgreSQL major of this host: the one of its data

@@ -118,6 +118,25 @@ func TestRenderIsFaithfulToSeed(t *testing.T) {
 	for _, k := range []string{"create_replica_method", "basebackup", "bin_dir"} {
 		delete(pg, k)
 	}
+	// Secure by default: pg_hba without trust over TCP, TLS for
+	// replication, scram; bg_mon on loopback (README, Security model).
+	if !reflect.DeepEqual(pg["pg_hba"], spilo.PgHBA) {
+		t.Errorf("pg_hba = %v, want nodeha's", pg["pg_hba"])
+	}
+	for _, l := range pg["pg_hba"].([]any) {
+		if f := strings.Fields(l.(string)); f[0] != "local" && (f[len(f)-1] == "trust" || f[len(f)-1] == "md5") {
+			t.Errorf("pg_hba line %q: %s over TCP", l, f[len(f)-1])
+		}
+	}
+	params := pg["parameters"].(map[string]any)
+	if params["password_encryption"] != "scram-sha-256" || params["bg_mon.listen_address"] != "127.0.0.1" {
+		t.Errorf("password_encryption %v, bg_mon.listen_address %v", params["password_encryption"], params["bg_mon.listen_address"])
+	}
+	delete(pg, "pg_hba")
+	delete(wantPG, "pg_hba")
+	delete(params, "password_encryption")
+	delete(params, "bg_mon.listen_address")
+	delete(wantPG["parameters"].(map[string]any), "bg_mon.listen_address")
 	delete(wantPG, "create_replica_method")
 	delete(wantPG, "basebackup_fast_xlog")
 	if d := diffMaps("", got, want); len(d) > 0 {
@@ -358,6 +377,7 @@ func TestOverlayRefusals(t *testing.T) {
 		{"map to scalar", "postgresql: 5\n", "postgresql is a number, want a map"},
 		{"list to scalar", "postgresql:\n  pg_hba: host all all all md5\n", "postgresql.pg_hba is a string, want a list"},
 		{"port parameter", "postgresql:\n  parameters:\n    port: 6543\n", "postgresql.parameters.port is nodeha's"},
+		{"trust over TCP", "postgresql:\n  pg_hba:\n  - local all all trust\n  - host all postgres 127.0.0.1/32 trust\n", `"host all postgres 127.0.0.1/32 trust": trust on a TCP line`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -27,6 +27,10 @@ type Files struct {
 	Cert, Key  string // the etcd member: server for peers and clients, client to its peers
 	PatroniCrt string // Patroni's client certificate for etcd
 	PatroniKey string
+	// PostgresCrt is PostgreSQL's server certificate (for the host's
+	// addresses), so clients can verify it (sslmode=verify-full).
+	PostgresCrt string
+	PostgresKey string
 }
 
 // FilesIn names the files in dir.
@@ -35,6 +39,7 @@ func FilesIn(dir string) Files {
 		Dir: dir, CA: filepath.Join(dir, "ca.crt"),
 		Cert: filepath.Join(dir, "etcd.crt"), Key: filepath.Join(dir, "etcd.key"),
 		PatroniCrt: filepath.Join(dir, "patroni.crt"), PatroniKey: filepath.Join(dir, "patroni.key"),
+		PostgresCrt: filepath.Join(dir, "postgres.crt"), PostgresKey: filepath.Join(dir, "postgres.key"),
 	}
 }
 
@@ -87,6 +92,7 @@ func (id *Identity) EnsureHost(f Files, name string, ips []netip.Addr) error {
 	}{
 		{f.Cert, f.Key, name, ips, ServerAndClient},
 		{f.PatroniCrt, f.PatroniKey, "patroni-" + name, nil, Client},
+		{f.PostgresCrt, f.PostgresKey, "postgres-" + name, ips, ServerAndClient},
 	} {
 		cert, err := os.ReadFile(p.cert)
 		key, kerr := os.ReadFile(p.key)

@@ -466,3 +466,18 @@ func (c *Cluster) WaitHealthy(ctx context.Context, timeout time.Duration) error 
 	}
 	return fmt.Errorf("not healthy after %v: %s", timeout, strings.Join(last, ", "))
 }
+
+// CAFile writes the cluster CA's certificate to BaseDir/ca.crt (what
+// `nodeha ca` prints) and returns its path, for clients that verify the
+// servers (sslmode=verify-full).
+func (c *Cluster) CAFile() (string, error) {
+	id, err := trust.FromToken(c.Token)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(c.Opts.BaseDir, 0o755); err != nil {
+		return "", err
+	}
+	p := filepath.Join(c.Opts.BaseDir, "ca.crt")
+	return p, os.WriteFile(p, id.CAPEM(), 0o644)
+}

@@ -211,7 +211,11 @@ func upCluster(ctx context.Context, c *testcluster.Cluster, v variant) error {
 
 // runFaults runs trials of every fault on c.
 func runFaults(ctx context.Context, c *testcluster.Cluster, v variant, fs []faults.Fault, trials int, keep bool, save func(faults.Result)) error {
-	dsn := cli.DSN(strings.Split(c.Peers(), ","), 5432, "bench", "postgres", false)
+	ca, err := c.CAFile()
+	if err != nil {
+		return err
+	}
+	dsn := cli.DSN(strings.Split(c.Peers(), ","), 5432, "bench", "postgres", false, ca)
 	n := 0
 	for _, f := range fs {
 		for i := 1; i <= trials; i++ {

@@ -48,7 +48,11 @@ func ensureApp(ctx context.Context, c *testcluster.Cluster, leader *testcluster.
 	for _, h := range c.Hosts {
 		hosts = append(hosts, h.IP)
 	}
-	a := app{dsn: cli.DSN(hosts, pgPort, appRole, appRole, false), passfile: filepath.Join(c.Opts.BaseDir, appRole+".pgpass")}
+	ca, err := c.CAFile()
+	if err != nil {
+		return app{}, fmt.Errorf("app role: %w", err)
+	}
+	a := app{dsn: cli.DSN(hosts, pgPort, appRole, appRole, false, ca), passfile: filepath.Join(c.Opts.BaseDir, appRole+".pgpass")}
 	password := ""
 	if b, err := os.ReadFile(a.passfile); err == nil {
 		password = pgpassPassword(b, appRole)
@@ -66,7 +70,6 @@ func ensureApp(ctx context.Context, c *testcluster.Cluster, leader *testcluster.
 	if err := leader.EnsureRole(ctx, appRole, password); err != nil {
 		return a, fmt.Errorf("app role: %w", err)
 	}
-	var err error
 	if a.server, err = prove(ctx, a.dsn, a.passfile); err != nil {
 		return a, fmt.Errorf("app role: the connection string does not work: %s: %w", a.dsn, err)
 	}

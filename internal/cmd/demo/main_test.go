@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nodeha/nodeha/cli"
+	"github.com/nodeha/nodeha/trust"
 )
 
 func TestOptions(t *testing.T) {
@@ -56,9 +57,12 @@ func TestPgpass(t *testing.T) {
 	if got := pgpassPassword(b, "other"); got != "" {
 		t.Errorf("password of another user: %q", got)
 	}
+	ca := filepath.Join(t.TempDir(), "ca.crt")
+	id, _ := trust.FromToken(trust.GenerateToken())
+	os.WriteFile(ca, id.CAPEM(), 0o644)
 	for i := range hosts {
 		order := append(slices.Clone(hosts[i:]), hosts[:i]...)
-		dsn := cli.DSN(order, pgPort, appRole, appRole, false)
+		dsn := cli.DSN(order, pgPort, appRole, appRole, false, ca)
 		if strings.Contains(dsn, pw) {
 			t.Fatalf("the password is in %s", dsn)
 		}
