@@ -21,15 +21,20 @@ func cmdSwitchover(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cfg.RestAPIPassword == "" {
-		// The cluster's own, derived from its token (this host's stored one).
-		if err := cfg.ResolveToken(); err != nil {
-			return &exitError{2, fmt.Errorf("%w\nNODEHA_RESTAPI_PASSWORD (--restapi-password): is required to ask Patroni for a switchover, or the token it derives from", err)}
-		}
+	// The token: the REST password derives from it (unless set), and the
+	// REST API is HTTPS that asks for a certificate of the cluster CA (this
+	// host's).
+	if err := cfg.ResolveToken(); err != nil {
+		return &exitError{2, fmt.Errorf("%w\nswitchover: needs this host's token (the REST API asks for a certificate of the cluster)", err)}
+	}
+	f := cfg.TLSFiles()
+	clientTLS, err := cfg.Identity.ClientTLS(f.Cert, f.Key)
+	if err != nil {
+		return fmt.Errorf("switchover: this host's certificate (has nodeha run here?): %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *wait)
 	defer cancel()
-	pc := patroni.New("http://" + config.HostPort("127.0.0.1", cfg.RestAPIPort))
+	pc := patroni.New(patroni.URL(config.HostPort("127.0.0.1", cfg.RestAPIPort), clientTLS), clientTLS)
 	cl, err := pc.Cluster(ctx)
 	if err != nil {
 		return err
@@ -57,7 +62,7 @@ func cmdSwitchover(args []string, stdout, stderr io.Writer) error {
 	for {
 		if cl, err := pc.Cluster(ctx); err == nil {
 			if m, ok := cl.Leader(); ok && m.Name != old.Name && m.State == "running" {
-				np := patroni.New("http://" + config.HostPort(m.Host, cfg.RestAPIPort))
+				np := patroni.New(patroni.URL(config.HostPort(m.Host, cfg.RestAPIPort), clientTLS), clientTLS)
 				if st, err := np.Status(ctx); err == nil && patroni.IsLeader(st.Role) && st.State == "running" {
 					fmt.Fprintf(stdout, "switched over from %s to %s (%s) in %.1fs\n", old.Name, m.Name, m.Host, time.Since(start).Seconds())
 					return nil

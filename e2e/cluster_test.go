@@ -203,7 +203,7 @@ func TestCluster(t *testing.T) {
 		out, err := testcluster.Docker(ctx, "run", "--rm", "--network", c.Network(),
 			"-v", tls+":/own:ro", "-v", other.Dir+":/other:ro", spiloImage,
 			"python3", "-c", etcdProbe, h.IP)
-		t.Logf("etcd probes of %s from another container:\n%s", h.IP, out)
+		t.Logf("etcd and Patroni REST API probes of %s from another container:\n%s", h.IP, out)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -216,6 +216,11 @@ func TestCluster(t *testing.T) {
 			"peer-port tls-no-cert":              "refused",
 			"peer-port tls-other-cluster-cert":   "refused",
 			"peer-port tls-cluster-cert":         "answered",
+			// Patroni's REST API: HTTPS, a certificate of the cluster asked.
+			"patroni-rest-api plain-http":             "refused",
+			"patroni-rest-api tls-no-cert":            "refused",
+			"patroni-rest-api tls-other-cluster-cert": "refused",
+			"patroni-rest-api tls-cluster-cert":       "answered",
 		}
 		for k, v := range want {
 			if !strings.Contains(out, k+": "+v) {
@@ -643,12 +648,13 @@ def probe(port, mode):
             if mode == "tls-other-cluster-cert":
                 ctx.load_cert_chain("/other/patroni.crt", "/other/patroni.key")
             conn = http.client.HTTPSConnection(ip, port, timeout=5, context=ctx)
-        conn.request("GET", "/version")
+        path, marker = ("/patroni", '"patroni"') if port == 8008 else ("/version", "etcdserver")
+        conn.request("GET", path)
         body = conn.getresponse().read().decode(errors="replace")
-        return "answered" if "etcdserver" in body else "refused (%s)" % body.strip()[:60]
+        return "answered" if marker in body else "refused (%s)" % body.strip()[:60]
     except Exception as e:
         return "refused (%s)" % type(e).__name__
-for name, port in (("client-port", 2379), ("peer-port", 2380)):
+for name, port in (("client-port", 2379), ("peer-port", 2380), ("patroni-rest-api", 8008)):
     for mode in ("plain-http", "tls-no-cert", "tls-other-cluster-cert", "tls-cluster-cert"):
         print("%s %s: %s" % (name, mode, probe(port, mode)))
 `

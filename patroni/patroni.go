@@ -6,6 +6,7 @@ package patroni
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,9 +21,24 @@ type Client struct {
 	HTTP    *http.Client
 }
 
-// New returns a client with a short timeout.
-func New(baseURL string) *Client {
-	return &Client{BaseURL: baseURL, HTTP: &http.Client{Timeout: 2 * time.Second}}
+// New returns a client with a short timeout. With tlsConfig (the cluster
+// CA, and a certificate of it: Patroni's REST API asks for one) the base URL
+// is https.
+func New(baseURL string, tlsConfig *tls.Config) *Client {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	if tlsConfig != nil {
+		hc.Transport = &http.Transport{TLSClientConfig: tlsConfig, DisableKeepAlives: true}
+	}
+	return &Client{BaseURL: baseURL, HTTP: hc}
+}
+
+// URL is the base URL of the REST API at host:port, https when tlsConfig
+// is given.
+func URL(hostPort string, tlsConfig *tls.Config) string {
+	if tlsConfig != nil {
+		return "https://" + hostPort
+	}
+	return "http://" + hostPort
 }
 
 // Status is GET /patroni.

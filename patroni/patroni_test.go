@@ -75,7 +75,7 @@ func serve(t *testing.T, routes map[string]route) *patroni.Client {
 		w.Write([]byte(rt.body))
 	}))
 	t.Cleanup(srv.Close)
-	return patroni.New(srv.URL)
+	return patroni.New(srv.URL, nil)
 }
 
 type route = struct {
@@ -142,7 +142,7 @@ func TestStatusErrors(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close()
-	if _, err := patroni.New(url).Status(context.Background()); err == nil || !strings.Contains(err.Error(), "patroni: GET /patroni") {
+	if _, err := patroni.New(url, nil).Status(context.Background()); err == nil || !strings.Contains(err.Error(), "patroni: GET /patroni") {
 		t.Errorf("Status with no server = %v", err)
 	}
 }
@@ -185,7 +185,7 @@ func TestPing(t *testing.T) {
 			go func() { <-hung; conn.Close() }() // a hung Patroni: accepts, never answers
 		}
 	}()
-	c := patroni.New("http://" + ln.Addr().String())
+	c := patroni.New("http://"+ln.Addr().String(), nil)
 	if err := c.Ping(context.Background()); err != nil {
 		t.Errorf("Ping with a bare status line = %v, want nil", err)
 	}
@@ -202,7 +202,7 @@ func TestPing(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close()
-	if err := patroni.New(url).Ping(context.Background()); err == nil {
+	if err := patroni.New(url, nil).Ping(context.Background()); err == nil {
 		t.Error("Ping with nothing listening = nil, want an error")
 	}
 }

@@ -207,12 +207,15 @@ func writeTLS(cfg *config.Config) error {
 		}
 	}
 	certs := filepath.Join(cfg.SpiloDir(), "certs")
-	for src, name := range map[string]string{f.PostgresCrt: "server.crt", f.PostgresKey: "server.key"} {
-		b, err := os.ReadFile(src)
+	for _, c := range []struct{ src, name string }{
+		{f.PostgresCrt, "server.crt"}, {f.PostgresKey, "server.key"},
+		{f.PostgresCrt, "restapi.crt"}, {f.PostgresKey, "restapi.key"},
+	} {
+		b, err := os.ReadFile(c.src)
 		if err != nil {
 			return fmt.Errorf("spilo: %w", err)
 		}
-		if err := writeFile(certs, name, b, cfg.PostgresUID, cfg.PostgresGID); err != nil {
+		if err := writeFile(certs, c.name, b, cfg.PostgresUID, cfg.PostgresGID); err != nil {
 			return err
 		}
 	}

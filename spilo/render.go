@@ -25,6 +25,10 @@ const (
 	// cluster CA (host: SpiloDir/etcd-tls).
 	ContainerTLSDir = ContainerRunDir + "/" + tlsDirName
 	tlsDirName      = "etcd-tls"
+	// ContainerCertDir holds PostgreSQL's and the REST API's server
+	// certificate and key (host: SpiloDir/certs), where Spilo looks for
+	// PostgreSQL's.
+	ContainerCertDir = ContainerRunDir + "/certs"
 )
 
 // Render returns this host's postgres.yml: the seed configuration with its
@@ -92,6 +96,18 @@ func renderMap(cfg *config.Config) (map[string]any, error) {
 	path(rest, "authentication")["password"] = cfg.RestAPIPassword
 	rest["connect_address"] = config.HostPort(ip, cfg.RestAPIPort)
 	rest["listen"] = fmt.Sprintf(":%d", cfg.RestAPIPort)
+	if cfg.Identity != nil {
+		// HTTPS with the cluster CA's certificate for the host's addresses,
+		// and only clients with a certificate of the CA: the recipe's plain
+		// HTTP sent the REST password (which can PATCH /config, e.g.
+		// archive_command) in clear text on every member-to-member call.
+		// Patroni's own calls to the other members present the same
+		// certificate and verify theirs against the CA.
+		rest["certfile"] = ContainerCertDir + "/restapi.crt"
+		rest["keyfile"] = ContainerCertDir + "/restapi.key"
+		rest["cafile"] = ContainerTLSDir + "/ca.crt"
+		rest["verify_client"] = "required"
+	}
 
 	// Timings and synchronous mode: nodeha's defaults are faster than the
 	// seed's (see README, Failover); Patroni applies bootstrap.dcs once,

@@ -89,6 +89,14 @@ func TestRenderIsFaithfulToSeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := parseYAML(t, file)
+	// Patroni's REST API is HTTPS with the cluster CA, clients verified.
+	rest := got["restapi"].(map[string]any)
+	for k, v := range map[string]string{"certfile": "/run/certs/restapi.crt", "keyfile": "/run/certs/restapi.key", "cafile": "/run/etcd-tls/ca.crt", "verify_client": "required"} {
+		if rest[k] != v {
+			t.Errorf("restapi.%s = %v, want %s", k, rest[k], v)
+		}
+		delete(rest, k)
+	}
 	// nodeha's one addition: Patroni talks to etcd over mutual TLS.
 	etcd3 := got["etcd3"].(map[string]any)
 	for k, v := range map[string]string{"protocol": "https", "cacert": "/run/etcd-tls/ca.crt", "cert": "/run/etcd-tls/client.crt", "key": "/run/etcd-tls/client.key"} {

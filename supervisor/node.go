@@ -191,7 +191,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.runner.Start(context.WithoutCancel(ctx))
 	n.started = true
 
-	n.pc = patroni.New("http://" + config.HostPort("127.0.0.1", cfg.RestAPIPort))
+	n.pc = patroni.New(patroni.URL(config.HostPort("127.0.0.1", cfg.RestAPIPort), n.clientTLS), n.clientTLS)
 	// A running container whose Patroni is gone is a dead node that only
 	// nodeha notices. Watched also with the check off, for the report.
 	n.pw = &patroniWatch{
