@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/nodeha/nodeha/config"
@@ -138,37 +139,88 @@ func Listen(path string, report func(context.Context) Report, act Actions) (*Ser
 		enc.SetIndent("", "  ")
 		enc.Encode(rep)
 	})
+	// The actions change the cluster: only root (or the daemon's own user)
+	// may ask for them, whatever group can read the socket. The report
+	// stays open to that group.
+	post := func(pattern string, h http.HandlerFunc) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			if err := mayAct(r.Context()); err != nil {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusForbidden)
+				json.NewEncoder(w).Encode(Result{Error: err.Error()})
+				return
+			}
+			h(w, r)
+		})
+	}
 	if act.Hang != nil {
-		mux.HandleFunc("POST /debug/hang", func(w http.ResponseWriter, r *http.Request) {
+		post("POST /debug/hang", func(w http.ResponseWriter, r *http.Request) {
 			act.Hang()
 			w.WriteHeader(http.StatusNoContent)
 		})
 	}
 	if act.Leave != nil {
-		mux.HandleFunc("POST /leave", func(w http.ResponseWriter, r *http.Request) {
+		post("POST /leave", func(w http.ResponseWriter, r *http.Request) {
 			msg, err := act.Leave(r.Context())
 			serveAction(w, msg, err)
 		})
 	}
 	if act.Remove != nil {
-		mux.HandleFunc("POST /remove", func(w http.ResponseWriter, r *http.Request) {
+		post("POST /remove", func(w http.ResponseWriter, r *http.Request) {
 			msg, err := act.Remove(r.Context(), r.URL.Query().Get("name"), r.URL.Query().Get("force") == "true")
 			serveAction(w, msg, err)
 		})
 	}
 	if act.Snapshot != nil {
-		mux.HandleFunc("POST /snapshot", func(w http.ResponseWriter, r *http.Request) {
+		post("POST /snapshot", func(w http.ResponseWriter, r *http.Request) {
 			msg, err := act.Snapshot(r.Context())
 			serveAction(w, msg, err)
 		})
 	}
-	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second}, ln: ln, path: path, errc: make(chan error, 1)}
+	s := &Server{srv: &http.Server{
+		Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second,
+		ConnContext: withPeer,
+	}, ln: ln, path: path, errc: make(chan error, 1)}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.errc <- fmt.Errorf("health: serve: %w", err)
 		}
 	}()
 	return s, nil
+}
+
+type peerKey struct{}
+
+// withPeer records the connecting process's credentials (SO_PEERCRED).
+func withPeer(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *syscall.Ucred
+	raw.Control(func(fd uintptr) {
+		cred, err = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	})
+	if err != nil || cred == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, peerKey{}, cred)
+}
+
+// mayAct allows root and the daemon's own user.
+func mayAct(ctx context.Context) error {
+	cred, ok := ctx.Value(peerKey{}).(*syscall.Ucred)
+	switch {
+	case !ok:
+		return errors.New("the caller's identity is unknown; only root may ask for this")
+	case cred.Uid != 0 && int(cred.Uid) != os.Geteuid():
+		return fmt.Errorf("uid %d may read the health report but not change the cluster: run it as root", cred.Uid)
+	}
+	return nil
 }
 
 // Err reports a fatal serving error.

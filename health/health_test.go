@@ -3,13 +3,16 @@ package health_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -242,4 +245,68 @@ func TestCallsDoNotLeak(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Errorf("goroutines: %d before 200 calls, %d after: connections are kept open", before, after)
+}
+
+// The socket is readable by a group (0660): such a user may read the
+// report but not change the cluster (leave, remove, snapshot, ...): the
+// daemon asks the kernel who is calling (SO_PEERCRED).
+func TestActionsOnlyForRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs a client as another uid")
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755) // t.TempDir's parent is 0700
+	path := filepath.Join(dir, "nodeha.sock")
+	called := 0
+	s, err := health.Listen(path, fixed(healthyReport()), health.Actions{
+		Snapshot: func(context.Context) (string, error) { called++; return "snapshot written", nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	os.Chmod(path, 0o666) // as if nobody were in the socket's group
+	// The test binary, where another uid may run it.
+	bin := filepath.Join(dir, "health.test")
+	if b, err := os.ReadFile(os.Args[0]); err != nil || os.WriteFile(bin, b, 0o755) != nil {
+		t.Fatalf("copy the test binary: %v", err)
+	}
+	as := func(uid uint32, what string) (string, error) {
+		cmd := exec.Command(bin, "-test.run=^TestHelperClient$")
+		cmd.Env = append(os.Environ(), "NODEHA_HELPER_SOCKET="+path, "NODEHA_HELPER_WHAT="+what)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := as(65534, "report"); err != nil || !strings.Contains(out, "HELPER healthy=true") {
+		t.Errorf("nobody reading the report: %v\n%s", err, out)
+	}
+	if out, err := as(65534, "snapshot"); err != nil || !strings.Contains(out, "HELPER error=uid 65534 may read the health report but not change the cluster") {
+		t.Errorf("nobody asking for a snapshot: %v\n%s", err, out)
+	}
+	if called != 0 {
+		t.Fatal("the action ran for nobody")
+	}
+	if msg, err := health.Do(context.Background(), path, "/snapshot"); err != nil || msg != "snapshot written" || called != 1 {
+		t.Errorf("root asking for a snapshot: %q %v", msg, err)
+	}
+}
+
+// TestHelperClient is the client TestActionsOnlyForRoot runs as another
+// uid; it does nothing in a normal run.
+func TestHelperClient(t *testing.T) {
+	socket := os.Getenv("NODEHA_HELPER_SOCKET")
+	if socket == "" {
+		return
+	}
+	ctx := context.Background()
+	switch os.Getenv("NODEHA_HELPER_WHAT") {
+	case "report":
+		rep, err := health.Get(ctx, socket)
+		fmt.Printf("HELPER healthy=%v err=%v\n", rep.Healthy, err)
+	default:
+		_, err := health.Do(ctx, socket, "/snapshot")
+		fmt.Printf("HELPER error=%v\n", err)
+	}
 }
