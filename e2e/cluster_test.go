@@ -295,7 +295,11 @@ func TestCluster(t *testing.T) {
 	t.Run("KilledContainerComesBack", func(t *testing.T) {
 		leader := mustWhole(t, c, time.Minute)
 		before := mustHealth(t, leader).Container.Restarts
-		dsn, err := exec.Command(nodehaBin, "dsn", "--user", "bench", "--peers", c.Peers()).Output()
+		ca, err := c.CAFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dsn, err := exec.Command(nodehaBin, "dsn", "--user", "bench", "--peers", c.Peers(), "--sslrootcert", ca).Output()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -435,7 +439,11 @@ func TestCluster(t *testing.T) {
 
 	t.Run("GracefulStopUnderWrites", func(t *testing.T) {
 		leader := mustWhole(t, c, time.Minute)
-		dsn, err := exec.Command(nodehaBin, "dsn", "--user", "bench", "--peers", c.Peers()).Output()
+		ca, err := c.CAFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dsn, err := exec.Command(nodehaBin, "dsn", "--user", "bench", "--peers", c.Peers(), "--sslrootcert", ca).Output()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -133,7 +133,11 @@ func TestMembership(t *testing.T) {
 
 	t.Run("LeaveOfThePrimaryUnderWrites", func(t *testing.T) {
 		old := mustWhole(t, c, time.Minute)
-		dsn := strings.TrimSpace(mustRun(t, "dsn", "--user", "bench", "--peers", strings.Join(ips(c.Hosts), ",")))
+		ca, err := c.CAFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dsn := strings.TrimSpace(mustRun(t, "dsn", "--user", "bench", "--peers", strings.Join(ips(c.Hosts), ","), "--sslrootcert", ca))
 		w, stopWriter := startWriter(t, dsn, 7001)
 		t0 := time.Now()
 		out, err := exec.Command(nodehaBin, "leave", "--socket", old.Socket()).CombinedOutput()
