@@ -39,7 +39,7 @@ commands:
   remove     remove a dead host's etcd and Patroni members: nodeha remove NAME [--force]
   recover    after losing a majority: restart this host's etcd as a one-member cluster (nodeha stopped)
   snapshot   write an etcd snapshot now (DATA_DIR/snapshots)
-  status     show this host's health (--json for the full report; --wait[=5m]: until healthy)
+  status     show this host's health (--json for the full report; --wait[=5m]: until healthy; --cluster: every host)
   render     print the postgres.yml this host would run (--container: the container spec)
   dsn        print the libpq connection string for all hosts (verify-full against --sslrootcert)
   ca         print the cluster CA's certificate, what clients verify the servers against
@@ -212,9 +212,16 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	var wait waitFlag
 	args = bareWait(args)
 	fs.Var(&wait, "wait", "wait until this node is healthy (exit 0) or the time runs out (exit 1, with the reasons): --wait or --wait=DURATION (default 5m)")
+	cluster := fs.Bool("cluster", false, "every host of the cluster as this host's nodeha sees it (exit 1 when the cluster is not whole)")
 	cfg, err := load(fs, args, false)
 	if err != nil {
 		return err
+	}
+	if *cluster {
+		if wait.d > 0 {
+			return config.Problem("", "wait", "not with --cluster")
+		}
+		return statusCluster(cfg.Socket, *asJSON, stdout)
 	}
 	if wait.d > 0 {
 		show := printStatus

@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/nodeha/nodeha/cli"
 	"github.com/nodeha/nodeha/config"
+	"github.com/nodeha/nodeha/health"
 	"github.com/nodeha/nodeha/trust"
 )
 
@@ -285,5 +287,40 @@ func TestCAPrintsTheTokensCA(t *testing.T) {
 	}
 	if strings.Contains(out, "PRIVATE") {
 		t.Fatal("nodeha ca printed a private key")
+	}
+}
+
+func TestStatusCluster(t *testing.T) {
+	clearEnv(t)
+	socket := filepath.Join(t.TempDir(), "nodeha.sock")
+	view := health.ClusterView{
+		Scope: "orders", From: "pg1", Leader: "pg2", Whole: true,
+		Hosts: []health.HostView{
+			{Name: "pg1", Address: "10.0.0.1", Role: "replica", State: "streaming", Timeline: 2, LagBytes: 0, Etcd: "voter", Healthy: true, Status: &health.HostStatus{Version: "v9"}},
+			{Name: "pg2", Address: "10.0.0.2", Role: "primary", State: "running", Timeline: 2, LagBytes: 0, Etcd: "voter,leader", Healthy: true},
+		},
+		LastFailover: &health.Failover{From: "pg1", To: "pg2", Why: "switchover"},
+	}
+	s, err := health.Listen(socket, func(context.Context) health.Report { return health.Report{} }, health.Actions{
+		Cluster: func(context.Context) (health.ClusterView, error) { return view, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	code, out, errOut := run(t, "status", "--cluster", "--socket", socket)
+	if code != 0 || !strings.Contains(out, "cluster orders: whole") || !strings.Contains(out, "pg2") || !strings.Contains(out, "voter,leader") ||
+		!strings.Contains(out, "last failover:") || !strings.Contains(out, "pg1 -> pg2: switchover") || !strings.Contains(out, "v9") {
+		t.Errorf("exit %d (%s):\n%s", code, errOut, out)
+	}
+	code, out, _ = run(t, "status", "--cluster", "--json", "--socket", socket)
+	var got health.ClusterView
+	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || len(got.Hosts) != 2 || got.Leader != "pg2" {
+		t.Errorf("--json: exit %d, %v: %s", code, err, out)
+	}
+	view.Whole, view.Problems = false, []string{"pg1: no status from its nodeha"}
+	code, out, _ = run(t, "status", "--cluster", "--socket", socket)
+	if code != 1 || !strings.Contains(out, "NOT WHOLE") || !strings.Contains(out, "pg1: no status from its nodeha") {
+		t.Errorf("not whole: exit %d:\n%s", code, out)
 	}
 }

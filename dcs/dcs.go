@@ -88,3 +88,18 @@ func NewClient(endpoints []string, clientTLS *tls.Config, dialTimeout time.Durat
 	}
 	return cli, nil
 }
+
+// HostStatus is where a host's nodeha publishes its own state (with a
+// lease: it goes when the host stops publishing).
+func HostStatus(scope, name string) string { return HostStatuses(scope) + name }
+
+// HostStatuses is the prefix of every HostStatus key.
+func HostStatuses(scope string) string { return "/nodeha/" + scope + "/status/" }
+
+// LastFailover records the last change of primary, written by the new
+// primary's nodeha.
+func LastFailover(scope string) string { return "/nodeha/" + scope + "/last-failover" }
+
+// Assist records the last leader lock nodeha's failover assist released,
+// and why, for the failover record.
+func Assist(scope string) string { return "/nodeha/" + scope + "/assist" }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -292,6 +293,16 @@ func TestCluster(t *testing.T) {
 	// the lock it kept, as the recipe's restart policy would, instead of a
 	// replica that may lack the last commits being promoted. Nothing the
 	// writer saw acknowledged is lost, and the primary does not move.
+	// One view of the cluster from any host: nodeha status --cluster
+	// agrees with patronictl list and etcd's member list.
+	t.Run("StatusCluster", func(t *testing.T) {
+		leader := mustWhole(t, c, time.Minute)
+		for _, h := range c.Hosts {
+			v := clusterView(t, c, h, true)
+			checkClusterView(t, c, h, v, leader)
+		}
+	})
+
 	t.Run("KilledContainerComesBack", func(t *testing.T) {
 		leader := mustWhole(t, c, time.Minute)
 		before := mustHealth(t, leader).Container.Restarts
@@ -491,11 +502,38 @@ func TestCluster(t *testing.T) {
 			t.Errorf("%d of %d acknowledged rows are missing on the new primary %s", lost, len(acks), newLeader.Name)
 		}
 
+		// Any host's view says the cluster is not whole while the old
+		// primary's nodeha is down, and records the failover.
+		other := c.Hosts[0]
+		if other == leader {
+			other = c.Hosts[1]
+		}
+		eventually(t, 30*time.Second, func() error {
+			v := clusterView(t, c, other, false)
+			if v.Whole {
+				return fmt.Errorf("the view is whole with %s's nodeha stopped", leader.Name)
+			}
+			if f := v.LastFailover; f == nil || f.From != leader.Name || f.To != newLeader.Name {
+				return fmt.Errorf("last failover %+v, want %s -> %s", f, leader.Name, newLeader.Name)
+			}
+			return nil
+		})
+
 		// The stopped host comes back as a replica.
 		if err := leader.StartNodeha(ctx); err != nil {
 			t.Fatal(err)
 		}
 		mustWhole(t, c, 3*time.Minute)
+		eventually(t, 30*time.Second, func() error {
+			v := clusterView(t, c, leader, false)
+			if !v.Whole {
+				return fmt.Errorf("not whole: %v", v.Problems)
+			}
+			return nil
+		})
+		v := clusterView(t, c, leader, true)
+		checkClusterView(t, c, leader, v, newLeader)
+		t.Logf("last failover as %s records it: %+v", leader.Name, *v.LastFailover)
 	})
 
 	t.Run("SpecChangeRecreatesContainer", func(t *testing.T) {
@@ -699,4 +737,78 @@ func replicaNames(c *testcluster.Cluster, leader *testcluster.Host) string {
 		}
 	}
 	return strings.Join(n, ",")
+}
+
+// clusterView runs `nodeha status --cluster --json` against h's socket;
+// whole says whether it must exit 0.
+func clusterView(t *testing.T, c *testcluster.Cluster, h *testcluster.Host, whole bool) health.ClusterView {
+	t.Helper()
+	cmd := exec.Command(nodehaBin, "status", "--cluster", "--json", "--socket", h.Socket())
+	out, err := cmd.Output()
+	var v health.ClusterView
+	if jerr := json.Unmarshal(out, &v); jerr != nil {
+		t.Fatalf("%s: nodeha status --cluster --json: %v %v\n%s", h.Name, err, jerr, out)
+	}
+	if whole && (err != nil || !v.Whole) {
+		t.Fatalf("%s: nodeha status --cluster: %v, problems %v", h.Name, err, v.Problems)
+	}
+	if (err == nil) != v.Whole {
+		t.Errorf("%s: exit %v for a view whole=%v", h.Name, err, v.Whole)
+	}
+	return v
+}
+
+// checkClusterView compares a view with patronictl list (inside h's Spilo
+// container) and with etcd's member list (h's health report).
+func checkClusterView(t *testing.T, c *testcluster.Cluster, h *testcluster.Host, v health.ClusterView, leader *testcluster.Host) {
+	t.Helper()
+	ctx := context.Background()
+	out, err := testcluster.Docker(ctx, "exec", "-u", "postgres", h.Spilo, "patronictl", "-c", "/run/postgres.yml", "list", "-f", "json")
+	if err != nil {
+		t.Fatalf("%s: patronictl list: %v", h.Name, err)
+	}
+	var pl []struct {
+		Member, Host, Role, State string
+		TL                        int
+	}
+	if err := json.Unmarshal([]byte(out), &pl); err != nil {
+		t.Fatalf("patronictl list: %v\n%s", err, out)
+	}
+	byName := map[string]health.HostView{}
+	for _, hv := range v.Hosts {
+		byName[hv.Name] = hv
+	}
+	if len(pl) != len(v.Hosts) || len(v.Hosts) != len(c.Hosts) {
+		t.Errorf("%s: %d hosts in the view, %d in patronictl list, %d in the cluster", h.Name, len(v.Hosts), len(pl), len(c.Hosts))
+	}
+	for _, m := range pl {
+		hv, ok := byName[m.Member]
+		switch {
+		case !ok:
+			t.Errorf("%s: patronictl lists %s, the view does not", h.Name, m.Member)
+		case hv.State != m.State || hv.Timeline != m.TL || !strings.HasPrefix(m.Host, hv.Address):
+			t.Errorf("%s: %s is %s tl %d at %s in the view, %s tl %d at %s in patronictl", h.Name, m.Member, hv.State, hv.Timeline, hv.Address, m.State, m.TL, m.Host)
+		case (m.Role == "Leader") != (m.Member == v.Leader):
+			t.Errorf("%s: patronictl says %s is %s, the view's leader is %s", h.Name, m.Member, m.Role, v.Leader)
+		}
+	}
+	if v.Leader != leader.Name {
+		t.Errorf("%s: the view's leader is %s, want %s", h.Name, v.Leader, leader.Name)
+	}
+	rep, err := h.Health(ctx)
+	if err != nil || rep.Etcd == nil {
+		t.Fatalf("%s: health: %v", h.Name, err)
+	}
+	var inView []string
+	for _, hv := range v.Hosts {
+		if strings.HasPrefix(hv.Etcd, "voter") {
+			inView = append(inView, hv.Address)
+		}
+	}
+	members := append([]string(nil), rep.Etcd.Members...)
+	slices.Sort(members)
+	slices.Sort(inView)
+	if !slices.Equal(members, inView) {
+		t.Errorf("%s: etcd voters %v in the view, etcd's members %v", h.Name, inView, members)
+	}
 }

@@ -84,8 +84,10 @@ func (c Config) Scheme() string {
 
 // Member is a running embedded etcd member.
 type Member struct {
-	etcd      *embed.Etcd
-	closeOnce sync.Once
+	etcd       *embed.Etcd
+	closeOnce  sync.Once
+	clientOnce sync.Once
+	client     *clientv3.Client
 	// Restarted is true when the member came up from an existing data dir.
 	Restarted bool
 }
@@ -179,8 +181,13 @@ func firstLine(err error) string {
 	return s
 }
 
-// Client is an in-process client of this member (no network, no TLS).
-func (m *Member) Client() *clientv3.Client { return v3client.New(m.etcd.Server) }
+// Client is the in-process client of this member (no network, no TLS),
+// one for the member's life: callers share it and do not close it (Close
+// does).
+func (m *Member) Client() *clientv3.Client {
+	m.clientOnce.Do(func() { m.client = v3client.New(m.etcd.Server) })
+	return m.client
+}
 
 // Ready is closed when the member has joined the cluster and serves
 // requests (which needs a quorum).
@@ -191,7 +198,13 @@ func (m *Member) Err() <-chan error { return m.etcd.Err() }
 
 // Close stops the member. Safe to call twice.
 func (m *Member) Close() {
-	m.closeOnce.Do(func() { m.etcd.Close() })
+	m.closeOnce.Do(func() {
+		m.clientOnce.Do(func() {}) // no client made after this
+		if m.client != nil {
+			m.client.Close()
+		}
+		m.etcd.Close()
+	})
 }
 
 // ID is the member's etcd ID.
@@ -250,4 +263,30 @@ func (m *Member) Status() Status {
 		}
 	}
 	return st
+}
+
+// MemberView is one member as this member last knew it (no quorum needed).
+type MemberView struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"` // empty until a joined member has started
+	Address string `json:"address"`
+	Learner bool   `json:"learner"`
+	Leader  bool   `json:"leader"`
+}
+
+// Members lists every member of the cluster as this member knows it.
+func (m *Member) Members() []MemberView {
+	s := m.etcd.Server
+	lead := s.Leader()
+	var out []MemberView
+	for _, mem := range s.Cluster().Members() {
+		v := MemberView{ID: mem.ID.String(), Name: mem.Name, Learner: mem.IsLearner, Leader: mem.ID == lead}
+		for _, p := range mem.PeerURLs {
+			if u, err := url.Parse(p); err == nil {
+				v.Address = u.Hostname()
+			}
+		}
+		out = append(out, v)
+	}
+	return out
 }

@@ -48,6 +48,8 @@ type Watcher struct {
 	Log       *slog.Logger
 	// Answers reports whether host is up; nil means a TCP probe of Ports.
 	Answers func(ctx context.Context, host string) bool
+	// Released, when set, is told of every lock the watcher released.
+	Released func(ctx context.Context, leader, why string)
 
 	mu   sync.Mutex
 	seen map[string]time.Time // leader host -> last time it answered
@@ -131,6 +133,9 @@ func (w *Watcher) check(ctx context.Context) {
 	}
 	w.Log.Warn("failover assist: primary host unreachable; released its leader lock",
 		"leader", leader, "host", host, "unreachable_for", now.Sub(last).Round(time.Millisecond))
+	if w.Released != nil {
+		w.Released(ctx, leader, fmt.Sprintf("its host %s did not answer for %v", host, now.Sub(last).Round(100*time.Millisecond)))
+	}
 	w.mu.Lock()
 	delete(w.seen, host)
 	w.mu.Unlock()

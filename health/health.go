@@ -92,6 +92,8 @@ type Actions struct {
 	Remove func(ctx context.Context, name string, force bool) (string, error)
 	// Snapshot is POST /snapshot: an etcd snapshot now.
 	Snapshot func(ctx context.Context) (string, error)
+	// Cluster is GET /cluster: the view of every host.
+	Cluster func(ctx context.Context) (ClusterView, error)
 }
 
 // Result is the body of every action's answer.
@@ -151,6 +153,20 @@ func Listen(path string, report func(context.Context) Report, act Actions) (*Ser
 				return
 			}
 			h(w, r)
+		})
+	}
+	if act.Cluster != nil {
+		mux.HandleFunc("GET /cluster", func(w http.ResponseWriter, r *http.Request) {
+			v, err := act.Cluster(r.Context())
+			w.Header().Set("Content-Type", "application/json")
+			if err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				json.NewEncoder(w).Encode(Result{Error: err.Error()})
+				return
+			}
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			enc.Encode(v)
 		})
 	}
 	if act.Hang != nil {

@@ -201,7 +201,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.goHelper(n.pw.run)
 	n.mem = &members{cfg: cfg, member: n.member, etcd: n.member.Client(), clientTLS: n.clientTLS, runner: n.runner, pc: n.pc, log: log}
 	n.leaveFn = n.mem.Leave
-	acts := health.Actions{Leave: n.Leave, Remove: n.Remove, Snapshot: n.Snapshot}
+	acts := health.Actions{Leave: n.Leave, Remove: n.Remove, Snapshot: n.Snapshot, Cluster: n.Cluster}
 	if cfg.TestHooks {
 		acts.Hang = n.runner.Hang
 	}
@@ -221,6 +221,21 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	})
 	n.goHelper(func(ctx context.Context) { statusLoop(ctx, n.notify, n.Report) })
+	// This host's status for the cluster view, and the failover record.
+	n.goHelper(func(ctx context.Context) {
+		select {
+		case <-n.member.Ready():
+			publishLoop(ctx, n.member.Client(), cfg.Scope, cfg.Name, n.Report, log)
+		case <-ctx.Done():
+		}
+	})
+	n.goHelper(func(ctx context.Context) {
+		select {
+		case <-n.member.Ready():
+			failoverRecorder(ctx, n.member.Client(), cfg.Scope, cfg.Name, log)
+		case <-ctx.Done():
+		}
+	})
 	// A learner (a host that joined) promotes itself once caught up.
 	n.goHelper(func(ctx context.Context) {
 		select {
@@ -267,6 +282,7 @@ func (n *Node) startFailoverAssist() {
 			log.Warn("failover assist: could not release the leader lock of the dead container", "err", err)
 		case released:
 			log.Warn("failover assist: container died holding the leader lock; released it so the synchronous standby takes over now", "why", why)
+			recordAssist(ctx, etcd, cfg.Scope, cfg.Name, "its Spilo container died")
 		default:
 			log.Info("failover assist: container died; restarting it in place", "lock", why)
 		}
@@ -276,6 +292,9 @@ func (n *Node) startFailoverAssist() {
 		Threshold: time.Duration(cfg.LoopWait+2*cfg.RetryTimeout) * time.Second,
 		Interval:  500 * time.Millisecond,
 		Ports:     []int{cfg.RestAPIPort, cfg.EtcdPeerPort},
+		Released: func(ctx context.Context, leader, why string) {
+			recordAssist(ctx, etcd, cfg.Scope, leader, why)
+		},
 	}
 	n.goHelper(w.Run)
 	fence := &failover.Fence{
