@@ -84,7 +84,7 @@ func (m *members) peersClient() (*clientv3.Client, error) {
 // the primary, then its container stops, its Patroni and etcd members go,
 // and nodeha exits. Nothing is deleted. Only the node's owner calls it
 // (Node.Wait), one at a time.
-func (m *members) Leave(ctx context.Context) (msg string, err error) {
+func (m *members) Leave(ctx context.Context) (string, error) {
 	fail := func(err error) (string, error) { return "", fmt.Errorf("leave: %w", err) }
 	cfg := m.cfg
 	st := m.member.Status()
@@ -115,6 +115,7 @@ func (m *members) Leave(ctx context.Context) (msg string, err error) {
 	}
 	steps = append(steps, "stopped container "+cfg.ContainerName)
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	var err error
 	_, err = m.etcd.Delete(dctx, dcs.Member(cfg.Scope, cfg.Name))
 	if err == nil {
 		_, err = m.etcd.Delete(dctx, dcs.Host(cfg.Scope, cfg.Name))
@@ -124,32 +125,42 @@ func (m *members) Leave(ctx context.Context) (msg string, err error) {
 		return fail(fmt.Errorf("remove Patroni member %s: %w", cfg.Name, err))
 	}
 	steps = append(steps, "removed Patroni member "+cfg.Name)
-	// The mark goes first, so that a crash right after the member's removal
-	// still finds it; a leave that fails takes it back.
-	if err := atomicfile.WriteFile(leftFile(cfg), []byte("left at "+time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
-		return fail(err)
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(leftFile(cfg))
-		}
-	}()
-	cli, err := m.peersClient()
-	if err != nil {
-		return fail(err)
-	}
-	defer cli.Close()
 	id := m.member.ID()
-	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	_, err = cli.MemberRemove(rctx, id)
-	cancel()
+	err = markLeft(cfg, func() error {
+		cli, err := m.peersClient()
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if _, err := cli.MemberRemove(rctx, id); err != nil {
+			return fmt.Errorf("remove etcd member %x: %w", id, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fail(fmt.Errorf("remove etcd member %x: %w", id, err))
+		return fail(err)
 	}
 	steps = append(steps, fmt.Sprintf("removed etcd member %x", id))
 	m.log.Warn("left the cluster", "steps", strings.Join(steps, "; "))
 	return fmt.Sprintf("%s left the cluster: %s.\nNothing was deleted: PostgreSQL's data is in %s, etcd's old data in %s.\nTo come back: nodeha join --peers HOST (the old etcd data is then moved aside).",
 		cfg.Name, strings.Join(steps, "; "), cfg.PostgresDir, cfg.EtcdDir()), nil
+}
+
+// markLeft marks this host as having left (DATA_DIR/left) around remove,
+// the step that takes it out of etcd. The mark goes first, so that a crash
+// right after the removal still finds it; when remove fails the mark is
+// taken back: a host that is still a member must start as one.
+func markLeft(cfg *config.Config, remove func() error) error {
+	if err := atomicfile.WriteFile(leftFile(cfg), []byte("left at "+time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
+		return err
+	}
+	if err := remove(); err != nil {
+		os.Remove(leftFile(cfg))
+		return err
+	}
+	return nil
 }
 
 // Remove takes a dead host out of the cluster: its etcd member and its

@@ -221,3 +221,21 @@ func TestRemoveRefusesThisHostsAddress(t *testing.T) {
 		t.Fatalf("members after the refused remove: %v", st.Members)
 	}
 }
+
+// A leave whose etcd removal fails used to leave DATA_DIR/left behind on a
+// host that never left: it then refused to start.
+func TestMarkLeftIsTakenBackOnFailure(t *testing.T) {
+	cfg := &config.Config{DataDir: t.TempDir()}
+	if err := markLeft(cfg, func() error { return errors.New("no quorum") }); err == nil {
+		t.Fatal("markLeft hid the failure")
+	}
+	if err := checkNotLeft(cfg); err != nil {
+		t.Fatalf("a host whose leave failed is refused: %v", err)
+	}
+	if err := markLeft(cfg, func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkNotLeft(cfg); err == nil {
+		t.Fatal("a host that left may run again without joining")
+	}
+}
