@@ -24,6 +24,7 @@ var ownedKeys = []string{
 	"scope", "name", "namespace",
 	"etcd", "etcd3", "consul", "zookeeper", "exhibitor", "kubernetes", "raft",
 	"restapi.listen", "restapi.connect_address", "restapi.authentication",
+	"restapi.certfile", "restapi.keyfile", "restapi.cafile", "restapi.verify_client", "ctl",
 	"postgresql.name", "postgresql.listen", "postgresql.connect_address",
 	"postgresql.data_dir", "postgresql.bin_dir", "postgresql.authentication",
 	"postgresql.parameters.port",

@@ -107,6 +107,13 @@ func renderMap(cfg *config.Config) (map[string]any, error) {
 		rest["keyfile"] = ContainerCertDir + "/restapi.key"
 		rest["cafile"] = ContainerTLSDir + "/ca.crt"
 		rest["verify_client"] = "required"
+		// The client side, for Patroni's calls to the other members and
+		// patronictl: Patroni 4 takes the client certificate from ctl only
+		// (3.0 from ctl, else restapi).
+		ctl := path(doc, "ctl")
+		ctl["certfile"] = ContainerCertDir + "/restapi.crt"
+		ctl["keyfile"] = ContainerCertDir + "/restapi.key"
+		ctl["cacert"] = ContainerTLSDir + "/ca.crt"
 	}
 
 	// Timings and synchronous mode: nodeha's defaults are faster than the

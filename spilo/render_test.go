@@ -97,6 +97,11 @@ func TestRenderIsFaithfulToSeed(t *testing.T) {
 		}
 		delete(rest, k)
 	}
+	// ... and Patroni's client side of it (ctl: Patroni 4 reads only that).
+	if !reflect.DeepEqual(got["ctl"], map[string]any{"certfile": "/run/certs/restapi.crt", "keyfile": "/run/certs/restapi.key", "cacert": "/run/etcd-tls/ca.crt"}) {
+		t.Errorf("ctl = %v", got["ctl"])
+	}
+	delete(got, "ctl")
 	// nodeha's one addition: Patroni talks to etcd over mutual TLS.
 	etcd3 := got["etcd3"].(map[string]any)
 	for k, v := range map[string]string{"protocol": "https", "cacert": "/run/etcd-tls/ca.crt", "cert": "/run/etcd-tls/client.crt", "key": "/run/etcd-tls/client.key"} {
