@@ -319,6 +319,7 @@ func cmdDSN(args []string, stdout, stderr io.Writer) error {
 	readOnly := fs.Bool("read-only", false, "prefer standbys (target_session_attrs=prefer-standby)")
 	user := fs.String("user", "", "user name to put in the string (no password is ever printed)")
 	dbname := fs.String("dbname", "postgres", "database name")
+	via := fs.String("endpoint", "", "rw or ro: the string through the hosts' client endpoints (NODEHA_RW_PORT / NODEHA_RO_PORT) instead of PostgreSQL's port, for clients without target_session_attrs")
 	rootCert := fs.String("sslrootcert", "nodeha-ca.crt", "the cluster CA's certificate where the client reads it (`nodeha ca > nodeha-ca.crt` on a host writes it): the client verifies the server against it (sslmode=verify-full)")
 	cfg, err := load(fs, args, false)
 	if err != nil {
@@ -335,8 +336,45 @@ func cmdDSN(args []string, stdout, stderr io.Writer) error {
 	if *rootCert == "" {
 		return config.Problem("", "sslrootcert", "is empty: clients verify the server with the cluster CA (`nodeha ca` prints it)")
 	}
+	switch *via {
+	case "":
+	case "rw", "ro":
+		port := cfg.RWPort
+		if *via == "ro" {
+			port = cfg.ROPort
+		}
+		if port == 0 {
+			return config.Problem("", "endpoint", "the %s endpoint is off (its port setting is 0)", *via)
+		}
+		if *readOnly {
+			return config.Problem("", "endpoint", "not with --read-only: give --endpoint=ro")
+		}
+		fmt.Fprintln(stdout, EndpointDSN(cfg.Peers, port, *user, *dbname, *rootCert))
+		return nil
+	default:
+		return config.Problem("", "endpoint", "%q: want rw or ro", *via)
+	}
 	fmt.Fprintln(stdout, DSN(cfg.Peers, cfg.PostgresPort, *user, *dbname, *readOnly, *rootCert))
 	return nil
+}
+
+// EndpointDSN is the libpq URL through the hosts' client endpoints at port:
+// any host forwards to the right server, so no target_session_attrs is
+// needed and a client that takes one host only works with the first.
+func EndpointDSN(hosts []string, port int, user, dbname, rootCert string) string {
+	hp := make([]string, len(hosts))
+	for i, h := range hosts {
+		hp[i] = config.HostPort(h, port)
+	}
+	q := url.Values{}
+	q.Set("sslmode", "verify-full")
+	q.Set("sslrootcert", rootCert)
+	q.Set("connect_timeout", "2")
+	u := "postgresql://"
+	if user != "" {
+		u += url.User(user).String() + "@"
+	}
+	return u + strings.Join(hp, ",") + "/" + url.PathEscape(dbname) + "?" + q.Encode()
 }
 
 // hostName is a DNS host name (RFC 1123 labels).

@@ -324,3 +324,22 @@ func TestStatusCluster(t *testing.T) {
 		t.Errorf("not whole: exit %d:\n%s", code, out)
 	}
 }
+
+func TestDSNThroughEndpoints(t *testing.T) {
+	clearEnv(t)
+	ca := caFile(t)
+	code, out, errOut := run(t, "dsn", "--endpoint=rw", "--peers=10.0.0.1,10.0.0.2", "--user=app", "--sslrootcert="+ca)
+	dsn := strings.TrimSpace(out)
+	if code != 0 || !strings.HasPrefix(dsn, "postgresql://app@10.0.0.1:5433,10.0.0.2:5433/postgres?") || strings.Contains(dsn, "target_session_attrs") {
+		t.Fatalf("exit %d (%s): %s", code, errOut, dsn)
+	}
+	if _, err := pgconn.ParseConfig(dsn); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := run(t, "dsn", "--endpoint=ro", "--peers=10.0.0.1", "--sslrootcert="+ca); code != 0 || !strings.Contains(out, "10.0.0.1:5434") {
+		t.Errorf("ro: exit %d, %s", code, out)
+	}
+	if code, _, errOut := run(t, "dsn", "--endpoint=rx", "--peers=10.0.0.1"); code != 2 || !strings.Contains(errOut, `--endpoint: "rx": want rw or ro`) {
+		t.Errorf("bad --endpoint: exit %d, %s", code, errOut)
+	}
+}

@@ -73,6 +73,10 @@ type Config struct {
 	EtcdSnapshotInterval time.Duration `envconfig:"NODEHA_ETCD_SNAPSHOT_INTERVAL" flag:"etcd-snapshot-interval" default:"6h" desc:"how often the etcd member writes a snapshot to DATA_DIR/snapshots (0 turns it off; nodeha snapshot takes one now)"`
 	EtcdSnapshotRetain   int           `envconfig:"NODEHA_ETCD_SNAPSHOT_RETAIN" flag:"etcd-snapshot-retain" default:"5" desc:"how many etcd snapshots to keep (the oldest go first)"`
 	PostgresPort         int           `envconfig:"NODEHA_POSTGRES_PORT" flag:"postgres-port" default:"5432" desc:"PostgreSQL port"`
+	RWPort               int           `envconfig:"NODEHA_RW_PORT" flag:"rw-port" default:"5433" desc:"the read-write client endpoint: every TCP connection is forwarded to the current primary (0 turns it off)"`
+	ROPort               int           `envconfig:"NODEHA_RO_PORT" flag:"ro-port" default:"5434" desc:"the read-only client endpoint: every TCP connection is forwarded to a healthy replica, the primary when there is none (0 turns it off)"`
+	EndpointListen       string        `envconfig:"NODEHA_ENDPOINT_LISTEN" flag:"endpoint-listen" desc:"address the client endpoints listen on (default: every address, as PostgreSQL does)"`
+	ROMaxLagBytes        int           `envconfig:"NODEHA_RO_MAX_LAG" flag:"ro-max-lag" default:"16777216" desc:"the read-only endpoint's replicas are those at most this many bytes behind the primary"`
 	RestAPIPort          int           `envconfig:"NODEHA_RESTAPI_PORT" flag:"restapi-port" default:"8008" desc:"Patroni REST API port"`
 	TTL                  int           `envconfig:"NODEHA_TTL" flag:"ttl" default:"20" desc:"Patroni leader lease in seconds (seed: 45); applied when the cluster is bootstrapped"`
 	LoopWait             int           `envconfig:"NODEHA_LOOP_WAIT" flag:"loop-wait" default:"1" desc:"Patroni loop period in seconds (seed: 15); applied when the cluster is bootstrapped"`
@@ -363,7 +367,12 @@ func (c *Config) Validate() error {
 		{c.EtcdPeerPort, "ETCD_PEER_PORT", "etcd-peer-port"},
 		{c.PostgresPort, "POSTGRES_PORT", "postgres-port"},
 		{c.RestAPIPort, "RESTAPI_PORT", "restapi-port"},
+		{c.RWPort, "RW_PORT", "rw-port"},
+		{c.ROPort, "RO_PORT", "ro-port"},
 	} {
+		if p.v == 0 && (p.env == "RW_PORT" || p.env == "RO_PORT") {
+			continue // off
+		}
 		switch {
 		case p.v < 1 || p.v > 65535:
 			add(p.env, p.fl, "%d is not a port", p.v)
@@ -372,6 +381,14 @@ func (c *Config) Validate() error {
 		default:
 			ports[p.v] = p.env
 		}
+	}
+	if c.EndpointListen != "" {
+		if _, err := netip.ParseAddr(c.EndpointListen); err != nil {
+			add("ENDPOINT_LISTEN", "endpoint-listen", "%q is not an IP address", c.EndpointListen)
+		}
+	}
+	if c.ROMaxLagBytes < 0 {
+		add("RO_MAX_LAG", "ro-max-lag", "%d is negative", c.ROMaxLagBytes)
 	}
 	if c.PostgresUID < 0 {
 		add("POSTGRES_UID", "postgres-uid", "%d is negative", c.PostgresUID)

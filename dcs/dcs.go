@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
 	"time"
 
@@ -68,6 +69,19 @@ func (m MemberValue) Host() string {
 		return ""
 	}
 	return u.Hostname()
+}
+
+// PostgresAddr is host:port of the member's PostgreSQL ("" when unknown).
+func (m MemberValue) PostgresAddr() string {
+	u, err := url.Parse(m.ConnURL)
+	if err != nil || u.Hostname() == "" {
+		return ""
+	}
+	port := u.Port()
+	if port == "" {
+		port = "5432"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 // APIHost is the host of the member's REST API URL ("" when there is none).

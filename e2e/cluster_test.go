@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodeha/nodeha/health"
@@ -31,6 +32,7 @@ const appPassword = "e2e-app-pw"
 const (
 	gracefulTrial = 1
 	killedTrial   = 2
+	endpointTrial = 3
 )
 
 // TestCluster walks one three-host cluster through its life: formation,
@@ -300,6 +302,80 @@ func TestCluster(t *testing.T) {
 		for _, h := range c.Hosts {
 			v := clusterView(t, c, h, true)
 			checkClusterView(t, c, h, v, leader)
+		}
+	})
+
+	// Every host's read-write endpoint lands on the primary and its
+	// read-only one on a replica, for a client that knows that one host
+	// only; a writer through one host's endpoint, with no
+	// target_session_attrs, keeps writing across a switchover, loses
+	// nothing, never writes to the old primary after the new one, and its
+	// connection to the old primary is closed by the endpoint.
+	t.Run("ClientEndpoints", func(t *testing.T) {
+		leader := mustWhole(t, c, time.Minute)
+		ca, err := c.CAFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		one := func(h *testcluster.Host, port int) string {
+			return fmt.Sprintf("postgresql://bench@%s:%d/postgres?sslmode=verify-full&sslrootcert=%s&connect_timeout=5", h.IP, port, ca)
+		}
+		for _, h := range c.Hosts {
+			for _, e := range []struct {
+				port     int
+				recovery bool
+			}{{5433, false}, {5434, true}} {
+				eventually(t, 30*time.Second, func() error {
+					rec, addr, err := whereAmI(one(h, e.port))
+					switch {
+					case err != nil:
+						return fmt.Errorf("%s:%d: %v", h.Name, e.port, err)
+					case rec != e.recovery:
+						return fmt.Errorf("%s:%d lands on %s, in recovery %v", h.Name, e.port, addr, rec)
+					case !e.recovery && addr != leader.IP:
+						return fmt.Errorf("%s:%d lands on %s, the primary is %s", h.Name, e.port, addr, leader.IP)
+					}
+					return nil
+				})
+			}
+		}
+		via := c.Hosts[0]
+		if via == leader {
+			via = c.Hosts[1]
+		}
+		w, stopWriter := startWriter(t, one(via, 5433), endpointTrial)
+		start := time.Now()
+		if out, err := via.RunOnce(ctx, "switchover"); err != nil {
+			t.Fatalf("nodeha switchover: %v\n%s", err, out)
+		}
+		eventually(t, time.Minute, func() error {
+			acks := w.Acks()
+			if last := acks[len(acks)-1]; !last.At.After(start) || last.Host == leader.IP {
+				return fmt.Errorf("no write through %s's endpoint acknowledged by a new primary yet", via.Name)
+			}
+			return nil
+		})
+		time.Sleep(time.Second)
+		stopWriter()
+		acks := w.Acks()
+		t.Logf("switchover through %s's read-write endpoint: write pause %v (%d writes acknowledged, %d errors)", via.Name, faults.LongestGapAfter(acks, start).Round(time.Millisecond), len(acks), w.Errors())
+		newLeader := mustWhole(t, c, time.Minute)
+		seenNew := false
+		for _, a := range acks {
+			seenNew = seenNew || a.Host == newLeader.IP
+			if seenNew && a.Host != newLeader.IP {
+				t.Errorf("a write acknowledged by %s after the new primary %s took writes", a.Host, newLeader.IP)
+			}
+		}
+		if lost, err := faults.Missing(ctx, newLeader, endpointTrial, acks); err != nil || lost > 0 {
+			t.Errorf("%d of %d acknowledged rows missing on %s (%v)", lost, len(acks), newLeader.Name, err)
+		}
+		rep, err := via.Health(ctx)
+		if err != nil || len(rep.Endpoints) != 2 {
+			t.Fatalf("%s: endpoints in the report: %v %+v", via.Name, err, rep.Endpoints)
+		}
+		if rw := rep.Endpoints[0]; rw.Name != "rw" || rw.RoutingChanges < 2 || rw.ClosedOnChange < 1 || rw.Target.Member != newLeader.Name {
+			t.Errorf("%s: read-write endpoint %+v: want its connection to the old primary closed, routed to %s", via.Name, rw, newLeader.Name)
 		}
 	})
 
@@ -811,4 +887,25 @@ func checkClusterView(t *testing.T, c *testcluster.Cluster, h *testcluster.Host,
 	if !slices.Equal(members, inView) {
 		t.Errorf("%s: etcd voters %v in the view, etcd's members %v", h.Name, inView, members)
 	}
+}
+
+// whereAmI connects through dsn (as bench) and says whether the server is
+// in recovery and its address.
+func whereAmI(dsn string) (bool, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return false, "", err
+	}
+	cfg.Password = appPassword
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return false, "", err
+	}
+	defer conn.Close(ctx)
+	var rec bool
+	var addr string
+	err = conn.QueryRow(ctx, "select pg_is_in_recovery(), host(inet_server_addr())").Scan(&rec, &addr)
+	return rec, addr, err
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nodeha/nodeha/config"
 	"github.com/nodeha/nodeha/embedetcd"
+	"github.com/nodeha/nodeha/endpoint"
 	"github.com/nodeha/nodeha/spilo"
 )
 
@@ -34,6 +35,8 @@ type Report struct {
 	Etcd      *embedetcd.Status     `json:"etcd,omitempty"`
 	Container spilo.ContainerStatus `json:"container"`
 	Patroni   *Patroni              `json:"patroni,omitempty"`
+	// Endpoints are the client endpoints' routes and counters.
+	Endpoints []endpoint.Stats `json:"endpoints,omitempty"`
 }
 
 // Patroni is what the report says about the local Patroni.

@@ -65,6 +65,7 @@ type Member struct {
 	Role     string `json:"role"`
 	State    string `json:"state"`
 	Host     string `json:"host"`
+	Port     int    `json:"port"`
 	Timeline int    `json:"timeline"`
 	// Lag is bytes behind the leader; Patroni reports "unknown" when it
 	// cannot tell, which decodes as -1.

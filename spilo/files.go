@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -186,7 +187,15 @@ func ensureDir(d hostDir, uid, gid int) error {
 // postgres user.
 func writeTLS(cfg *config.Config) error {
 	f := cfg.TLSFiles()
+	// Every peer's address too: a client of another host's endpoint
+	// (NODEHA_RW_PORT) reaches this PostgreSQL under that host's address,
+	// and verifies the name it dialed (sslmode=verify-full).
 	ips := []netip.Addr{cfg.AdvertiseIP, netip.MustParseAddr("127.0.0.1")}
+	for _, p := range cfg.AllPeers() {
+		if ip, err := netip.ParseAddr(p); err == nil && !slices.Contains(ips, ip) {
+			ips = append(ips, ip)
+		}
+	}
 	if err := cfg.Identity.EnsureHost(f, cfg.AdvertiseIP.String(), ips); err != nil {
 		return err
 	}

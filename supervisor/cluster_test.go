@@ -70,3 +70,24 @@ func TestBuildClusterView(t *testing.T) {
 		}
 	}
 }
+
+func TestROTarget(t *testing.T) {
+	members := []patroni.Member{
+		{Name: "pg1", Role: "primary", State: "running", Host: "10.0.0.1", Port: 5432},
+		{Name: "pg2", Role: "replica", State: "streaming", Host: "10.0.0.2", Port: 5432, Lag: 100},
+		{Name: "pg3", Role: "replica", State: "streaming", Host: "10.0.0.3", Port: 5432, Lag: 1 << 30},
+	}
+	if got := roTarget(members, "pg1", 1<<20); got.Member != "pg2" || got.Addr != "10.0.0.2:5432" {
+		t.Errorf("from the primary's host: %+v, want pg2 (pg3 lags)", got)
+	}
+	if got := roTarget(members, "pg3", 1<<31); got.Member != "pg3" {
+		t.Errorf("this host's own replica first: %+v", got)
+	}
+	members[1].State = "starting"
+	if got := roTarget(members, "pg1", 1<<20); got.Member != "pg1" {
+		t.Errorf("no healthy replica: %+v, want the primary", got)
+	}
+	if got := roTarget(nil, "pg1", 1<<20); got.Addr != "" {
+		t.Errorf("nothing known: %+v", got)
+	}
+}

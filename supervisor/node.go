@@ -48,6 +48,7 @@ type Node struct {
 	pw        *patroniWatch
 	mem       *members
 	hs        *health.Server
+	endpoints *endpoints
 
 	// Helpers that use the etcd member stop before it closes (a read on a
 	// closed member panics).
@@ -199,6 +200,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		interval: 2 * time.Second, log: log, now: time.Now,
 	}
 	n.goHelper(n.pw.run)
+	if err := n.startEndpoints(); err != nil {
+		return err
+	}
 	n.mem = &members{cfg: cfg, member: n.member, etcd: n.member.Client(), clientTLS: n.clientTLS, runner: n.runner, pc: n.pc, log: log}
 	n.leaveFn = n.mem.Leave
 	acts := health.Actions{Leave: n.Leave, Remove: n.Remove, Snapshot: n.Snapshot, Cluster: n.Cluster}
@@ -437,14 +441,17 @@ func (n *Node) Report(ctx context.Context) health.Report {
 		}
 	}
 	defer n.gate.exit()
-	return buildReport(ctx, n.cfg, n.member, n.runner, n.pc, n.pw.notAnsweringSince)
+	rep := buildReport(ctx, n.cfg, n.member, n.runner, n.pc, n.pw.notAnsweringSince)
+	rep.Endpoints = n.endpoints.stats()
+	return rep
 }
 
 // Close stops the node; it is idempotent. Shutdown order:
 //  1. the gate: socket actions and reports that use etcd end, and new
 //     ones are refused;
 //  2. the helpers (failover and Patroni watchers, status, watchdog,
-//     snapshot loops);
+//     snapshot and endpoint routing loops), then the client endpoints,
+//     their open connections closed;
 //  3. the runner: stop its loop, then (unless detaching, after a leave or
 //     a failed start) stop the container, so Patroni deletes its leader
 //     key while etcd still has this member and replicas take over at once;
@@ -461,6 +468,7 @@ func (n *Node) Close() error {
 			n.stopBG()
 		}
 		n.helpers.Wait()
+		n.endpoints.close()
 		if n.runner != nil && n.started {
 			err = n.runner.Close(n.mode)
 		}
