@@ -184,7 +184,7 @@ func TestRenderGolden(t *testing.T) {
 		"--advertise=192.168.10.12",
 		"--peers=192.168.10.11,192.168.10.12,192.168.10.13",
 		"--scope=orders",
-		"--postgres-port=5433",
+		"--postgres-port=5433", "--rw-port=6433",
 		"--restapi-port=8009",
 		"--etcd-client-port=2479",
 	)
