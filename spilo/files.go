@@ -114,6 +114,29 @@ func EnsureDirs(cfg *config.Config) error {
 	return nil
 }
 
+// RemoveStaleSockets removes PostgreSQL's socket and socket lock files
+// (.s.PGSQL.PORT and .s.PGSQL.PORT.lock) from the socket directory. Call it
+// only while the container is stopped (the runner does, before every
+// start). The directory is on the host and outlives the container: a
+// PostgreSQL that was killed (a fenced or killed container) leaves its lock
+// with its PID in it, and when that PID is taken by another process in the
+// next container, PostgreSQL refuses to start ("lock file ... already
+// exists") and the host never comes back. In Spilo's own layout /run is
+// the container's, and nothing survives.
+func RemoveStaleSockets(cfg *config.Config) error {
+	dir := filepath.Join(cfg.SpiloDir(), "postgresql")
+	matches, err := filepath.Glob(filepath.Join(dir, ".s.PGSQL.*"))
+	if err != nil {
+		return err
+	}
+	for _, m := range matches {
+		if err := os.Remove(m); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("spilo: remove stale %s: %w", m, err)
+		}
+	}
+	return nil
+}
+
 // hostDir is a directory nodeha keeps: its mode, and whether the
 // container's postgres user owns it.
 type hostDir struct {

@@ -269,3 +269,26 @@ func TestRenderBinDir(t *testing.T) {
 		t.Errorf("PG 15 data directory: bin_dir %q, want /usr/lib/postgresql/15/bin", got)
 	}
 }
+
+// A killed PostgreSQL's socket lock stays in the host's socket directory;
+// with its PID taken by another process in the next container, PostgreSQL
+// refused to start for good (seen on Spilo 4.0-p3 after a fenced
+// partition).
+func TestRemoveStaleSockets(t *testing.T) {
+	cfg := hostConfig(t)
+	if err := spilo.EnsureDirs(cfg); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(cfg.SpiloDir(), "postgresql")
+	for _, f := range []string{".s.PGSQL.5432", ".s.PGSQL.5432.lock", "pgpass"} {
+		os.WriteFile(filepath.Join(dir, f), []byte("110\n"), 0o600)
+	}
+	if err := spilo.RemoveStaleSockets(cfg); err != nil {
+		t.Fatal(err)
+	}
+	for f, want := range map[string]bool{".s.PGSQL.5432": false, ".s.PGSQL.5432.lock": false, "pgpass": true} {
+		if _, err := os.Stat(filepath.Join(dir, f)); (err == nil) != want {
+			t.Errorf("%s: exists %v, want %v", f, err == nil, want)
+		}
+	}
+}

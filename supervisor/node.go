@@ -185,7 +185,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.bg, n.stopBG = context.WithCancel(ctx)
 	n.runner = spilo.NewRunner(n.dc, n.spec, log)
-	n.runner.BeforeStart = func() error { return spilo.EnsureDirs(cfg) }
+	n.runner.BeforeStart = func() error {
+		if err := spilo.EnsureDirs(cfg); err != nil {
+			return err
+		}
+		return spilo.RemoveStaleSockets(cfg)
+	}
 	if cfg.FailoverAssist {
 		n.startFailoverAssist()
 	}
