@@ -309,8 +309,7 @@ func TestCluster(t *testing.T) {
 	// read-only one on a replica, for a client that knows that one host
 	// only; a writer through one host's endpoint, with no
 	// target_session_attrs, keeps writing across a switchover, loses
-	// nothing, never writes to the old primary after the new one, and its
-	// connection to the old primary is closed by the endpoint.
+	// nothing and never writes to the old primary after the new one.
 	t.Run("ClientEndpoints", func(t *testing.T) {
 		leader := mustWhole(t, c, time.Minute)
 		ca, err := c.CAFile()
@@ -374,8 +373,13 @@ func TestCluster(t *testing.T) {
 		if err != nil || len(rep.Endpoints) != 2 {
 			t.Fatalf("%s: endpoints in the report: %v %+v", via.Name, err, rep.Endpoints)
 		}
-		if rw := rep.Endpoints[0]; rw.Name != "rw" || rw.RoutingChanges < 2 || rw.ClosedOnChange < 1 || rw.Target.Member != newLeader.Name {
-			t.Errorf("%s: read-write endpoint %+v: want its connection to the old primary closed, routed to %s", via.Name, rw, newLeader.Name)
+		// In a switchover the old primary ends its sessions itself as it
+		// shuts down, usually before the route moves: the closing of open
+		// connections on a change is endpoint.TestRouteForwardsAndClosesOnChange's.
+		if rw := rep.Endpoints[0]; rw.Name != "rw" || rw.RoutingChanges < 2 || rw.Target.Member != newLeader.Name || rw.Open != 0 {
+			t.Errorf("%s: read-write endpoint %+v: want it routed to %s after the change, no connection open", via.Name, rw, newLeader.Name)
+		} else {
+			t.Logf("%s's read-write endpoint: %d routing changes, %d connections accepted, %d refused while there was no primary, %d closed by a change", via.Name, rw.RoutingChanges, rw.Accepted, rw.Refused, rw.ClosedOnChange)
 		}
 	})
 
