@@ -420,9 +420,13 @@ func TestQuorumLoss(t *testing.T) {
 			t.Errorf("%s: stale etcd data dirs %v, want one kept", h.Name, m)
 		}
 	}
-	if rep := mustHealth(t, survivor); len(rep.Etcd.Members) != 3 || rep.Etcd.Voters != 3 {
-		t.Errorf("after the rejoin etcd has %v (%d voters), want three", rep.Etcd.Members, rep.Etcd.Voters)
-	}
+	// Two learners are promoted one after the other, each once caught up.
+	eventually(t, time.Minute, func() error {
+		if rep := mustHealth(t, survivor); len(rep.Etcd.Members) != 3 || rep.Etcd.Voters != 3 {
+			return fmt.Errorf("after the rejoin etcd has %v (%d voters), want three", rep.Etcd.Members, rep.Etcd.Voters)
+		}
+		return nil
+	})
 
 	// The same loss again, recovered this time from an etcd snapshot taken
 	// on demand (`nodeha snapshot`) rather than from the member's own data.
