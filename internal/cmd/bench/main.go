@@ -57,6 +57,7 @@ func run() error {
 	pgbenchRounds := flag.Int("pgbench", 0, "instead of faults: this many pgbench rounds per client count on each variant's primary (commit throughput; -variants defaults to nodeha-async,nodeha)")
 	pgbenchClients := flag.String("pgbench-clients", "1,8", "pgbench client counts")
 	pgbenchSeconds := flag.Int("pgbench-seconds", 20, "seconds per pgbench round")
+	viaEndpoint := flag.Bool("pgbench-endpoint", false, "with -pgbench: compare, on the nodeha variant, pgbench straight to the primary with pgbench through the read-write endpoint (the primary's host's and another host's)")
 	report := flag.String("report", "", "print the table of these raw result files (comma-separated; a later file's fault and variant replace an earlier one's) and run nothing")
 	flag.Parse()
 	g, err := testcluster.GenerationOf(*spilo)
@@ -118,6 +119,19 @@ func run() error {
 		}
 		if !flagGiven("variants") {
 			*only = "nodeha-async,nodeha"
+			if *viaEndpoint {
+				*only = "nodeha"
+			}
+		}
+	}
+	var paths []PathThroughput
+	savePath := func(t PathThroughput) {
+		paths = append(paths, t)
+		b, _ := json.MarshalIndent(map[string]any{
+			"machine": machine(), "spilo": g.Tag, "image": *image, "started": started.UTC(), "pgbench_endpoint": paths,
+		}, "", "  ")
+		if err := os.WriteFile(*out, b, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
 		}
 	}
 	saveTPS := func(t Throughput) {
@@ -141,9 +155,19 @@ func run() error {
 				return runPgbench(ctx, c, v.Name, clients, *pgbenchRounds, *pgbenchSeconds, saveTPS)
 			}
 		}
+		if *pgbenchRounds > 0 && *viaEndpoint {
+			work = func(ctx context.Context, c *testcluster.Cluster) error {
+				return runEndpointPgbench(ctx, c, clients, *pgbenchRounds, *pgbenchSeconds, savePath)
+			}
+		}
 		if err := runVariant(ctx, v, g, *image, *overlay, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep, work); err != nil {
 			return err
 		}
+	}
+	if *pgbenchRounds > 0 && *viaEndpoint {
+		printPathThroughput(os.Stdout, paths)
+		fmt.Printf("\nraw results: %s; %s; took %v\n", *out, machine(), time.Since(started).Round(time.Second))
+		return nil
 	}
 	if *pgbenchRounds > 0 {
 		printThroughput(os.Stdout, tps)

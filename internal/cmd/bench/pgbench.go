@@ -23,7 +23,10 @@ type Throughput struct {
 	Seconds int     `json:"seconds"`
 }
 
-var tpsLine = regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
+var (
+	tpsLine     = regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
+	latencyLine = regexp.MustCompile(`(?m)^latency average = ([0-9.]+) ms`)
+)
 
 // runPgbench measures what synchronous replication costs: pgbench's
 // TPC-B-like transactions for seconds per round, on the primary (inside its
