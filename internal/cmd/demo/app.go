@@ -33,6 +33,8 @@ type app struct {
 	dsn      string // no password in it
 	passfile string // libpq password file holding it, mode 0600
 	server   string // the address that answered read-write
+	// endpoint is the string through the hosts' read-write endpoints.
+	endpoint string
 }
 
 // command is what a newcomer pastes: psql with the password file.
@@ -75,6 +77,10 @@ func ensureApp(ctx context.Context, c *testcluster.Cluster, leader *testcluster.
 	}
 	if err := provePsql(ctx, a); err != nil {
 		return a, fmt.Errorf("app role: the printed command does not work: %w", err)
+	}
+	a.endpoint = cli.EndpointDSN(hosts, 5433, appRole, appRole, ca)
+	if _, err := prove(ctx, a.endpoint, a.passfile); err != nil {
+		return a, fmt.Errorf("app role: the endpoint's connection string does not work: %s: %w", a.endpoint, err)
 	}
 	return a, nil
 }
@@ -155,7 +161,8 @@ func provePsql(ctx context.Context, a app) error {
 func pgpass(hosts []string, user, password string) []byte {
 	var b strings.Builder
 	for _, h := range hosts {
-		fmt.Fprintf(&b, "%s:%d:*:%s:%s\n", pgpassEscape(h), pgPort, pgpassEscape(user), pgpassEscape(password))
+		// Any port: PostgreSQL's and the client endpoints' (5433, 5434).
+		fmt.Fprintf(&b, "%s:*:*:%s:%s\n", pgpassEscape(h), pgpassEscape(user), pgpassEscape(password))
 	}
 	return []byte(b.String())
 }

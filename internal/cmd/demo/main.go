@@ -156,6 +156,7 @@ func up(ctx context.Context, c *testcluster.Cluster) error {
 	fmt.Printf("application role %s, database %s, its password in %s (mode 0600); checked: connected read-write to the primary %s\n",
 		appRole, appRole, app.passfile, app.server)
 	fmt.Println(app.command())
+	fmt.Printf("or through any host's read-write endpoint (clients without target_session_attrs; checked too):\nPGPASSFILE=%s psql %s\n", shellQuote(app.passfile), shellQuote(app.endpoint))
 	fmt.Printf("\npsql on the primary as postgres: docker exec -it -u postgres %s psql -h /var/run/postgresql\n", leader.Spilo)
 	fmt.Printf("the cluster token (a fourth host joins with it): %s\n", filepath.Join(c.Opts.BaseDir, "h1", "nodeha", "token"))
 	fmt.Println("remove it all: make demo-down")
