@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -53,6 +54,7 @@ type Config struct {
 	PostgresDir    string `envconfig:"NODEHA_POSTGRES_DIR" flag:"postgres-dir" default:"/var/lib/postgresql/data" desc:"host directory mounted on the container's /var/lib/postgresql/data (PGDATA is pgdata/ inside)"`
 	LogDir         string `envconfig:"NODEHA_LOG_DIR" flag:"log-dir" default:"/var/log/postgresql" desc:"host directory mounted on the container's /var/log/postgresql"`
 	Socket         string `envconfig:"NODEHA_SOCKET" flag:"socket" default:"/run/nodeha/nodeha.sock" desc:"health socket (HTTP over a unix socket, mode 0660)"`
+	SocketGroup    string `envconfig:"NODEHA_SOCKET_GROUP" flag:"socket-group" desc:"group (name or gid) whose members may read the health socket's report (nodeha status); the actions that change the cluster answer only root (default: root's group only)"`
 	PatroniOverlay string `envconfig:"NODEHA_PATRONI_OVERLAY" flag:"patroni-overlay" desc:"YAML file deep-merged over the rendered postgres.yml (maps merge, lists and scalars replace)"`
 
 	DockerHost    string        `envconfig:"NODEHA_DOCKER_HOST" flag:"docker-host" default:"unix:///var/run/docker.sock" desc:"Docker Engine API address"`
@@ -86,6 +88,8 @@ type Config struct {
 	TestHooks            bool          `envconfig:"NODEHA_TEST_HOOKS" flag:"test-hooks" desc:"tests only: serve POST /debug/hang on the health socket, which hangs the reconcile loop (to prove the systemd watchdog)"`
 	LogLevel             string        `envconfig:"NODEHA_LOG_LEVEL" flag:"log-level" default:"info" desc:"debug, info, warn or error"`
 
+	// SocketGID is SocketGroup resolved (-1: none); set by Resolve.
+	SocketGID int `ignored:"true"`
 	// HostEtcdData and HostPostgresData say what this host holds; set by
 	// Resolve.
 	HostEtcdData     bool `ignored:"true"`
@@ -261,6 +265,14 @@ func (c *Config) Resolve() error {
 	errs = append(errs, c.resolveToken()...)
 	if c.RewindPassword == "" {
 		c.RewindPassword = c.ReplicationPassword
+	}
+	c.SocketGID = -1
+	if c.SocketGroup != "" {
+		if gid, err := lookupGroup(c.SocketGroup); err != nil {
+			errs = append(errs, problem("SOCKET_GROUP", "socket-group", "%v", err))
+		} else {
+			c.SocketGID = gid
+		}
 	}
 	if c.PatroniOverlay != "" {
 		if st, err := os.Stat(c.PatroniOverlay); err != nil {
@@ -598,6 +610,18 @@ func (c *Config) resolveToken() []error {
 // "replication", "restapi") is the token's, not set explicitly.
 func (c *Config) DerivedPassword(purpose, value string) bool {
 	return c.Identity != nil && c.Identity.Password(purpose) == value
+}
+
+// lookupGroup resolves a group name or a numeric gid of this host.
+func lookupGroup(g string) (int, error) {
+	if gid, err := strconv.Atoi(g); err == nil && gid >= 0 {
+		return gid, nil
+	}
+	grp, err := user.LookupGroup(g)
+	if err != nil {
+		return 0, fmt.Errorf("%q: no such group on this host", g)
+	}
+	return strconv.Atoi(grp.Gid)
 }
 
 // HasHostData reports whether this host has formed anything a token binds:

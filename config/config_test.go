@@ -523,6 +523,7 @@ func TestValidateRefusesWhatCannotWork(t *testing.T) {
 		{"container name", []string{"--container-name=-spilo/x"}, "NODEHA_CONTAINER_NAME (--container-name): ", "not a name Docker accepts"},
 		{"socket path too long", []string{"--socket=" + long}, "NODEHA_SOCKET (--socket): ", "longer than a unix socket path may be"},
 		{"data dir is a file", []string{"--data-dir=" + file}, "NODEHA_DATA_DIR (--data-dir): ", "is not a directory"},
+		{"unknown socket group", []string{"--socket-group=no-such-group-xyz"}, "NODEHA_SOCKET_GROUP (--socket-group): ", `"no-such-group-xyz": no such group`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

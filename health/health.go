@@ -118,6 +118,12 @@ func serveAction(w http.ResponseWriter, msg string, err error) {
 // Listen creates the socket (replacing a stale one), mode 0660, and
 // serves report and the actions on it.
 func Listen(path string, report func(context.Context) Report, act Actions) (*Server, error) {
+	return ListenGroup(path, -1, report, act)
+}
+
+// ListenGroup is Listen with the socket's group set to gid (-1: left as
+// created, root's), whose members may then read the report.
+func ListenGroup(path string, gid int, report func(context.Context) Report, act Actions) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("health: %w", err)
 	}
@@ -132,6 +138,16 @@ func Listen(path string, report func(context.Context) Report, act Actions) (*Ser
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("health: chmod %s: %w", path, err)
+	}
+	if gid >= 0 {
+		if err := groupMayReach(filepath.Dir(path), gid); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		if err := os.Lchown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("health: chgrp %s: %w", path, err)
+		}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
@@ -240,6 +256,29 @@ func mayAct(ctx context.Context) error {
 		return fmt.Errorf("uid %d may read the health report but not change the cluster: run it as root", cred.Uid)
 	}
 	return nil
+}
+
+// groupMayReach makes sure gid's members can reach a socket in dir: nodeha's
+// own directory (named nodeha, root's) gets that group; any other must
+// already let it in (nodeha changes no directory it does not own).
+func groupMayReach(dir string, gid int) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("health: %w", err)
+	}
+	sys, _ := st.Sys().(*syscall.Stat_t)
+	switch {
+	case st.Mode().Perm()&0o001 != 0:
+		return nil // anyone may pass
+	case sys != nil && int(sys.Gid) == gid && st.Mode().Perm()&0o010 != 0:
+		return nil
+	case sys != nil && sys.Uid == 0 && filepath.Base(dir) == "nodeha":
+		if err := os.Lchown(dir, -1, gid); err != nil {
+			return fmt.Errorf("health: chgrp %s: %w", dir, err)
+		}
+		return os.Chmod(dir, 0o750)
+	}
+	return &config.SettingError{Env: "SOCKET_GROUP", Flag: "socket-group", Err: fmt.Errorf("the socket's directory %s does not let group %d in; give the socket a directory of its own (NODEHA_SOCKET)", dir, gid)}
 }
 
 // Err reports a fatal serving error.

@@ -310,3 +310,36 @@ func TestHelperClient(t *testing.T) {
 		fmt.Printf("HELPER error=%v\n", err)
 	}
 }
+
+// NODEHA_SOCKET_GROUP: the socket and nodeha's own directory get the
+// group, whose members can then read the report (and only that).
+func TestListenGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: sets a group")
+	}
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	os.Chmod(filepath.Dir(root), 0o755)
+	path := filepath.Join(root, "nodeha", "nodeha.sock")
+	s, err := health.ListenGroup(path, 65534, fixed(healthyReport()), health.Actions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, p := range []string{path, filepath.Dir(path)} {
+		st, err := os.Stat(p)
+		if sys, ok := st.Sys().(*syscall.Stat_t); err != nil || !ok || sys.Gid != 65534 {
+			t.Errorf("%s: group %v (%v), want 65534", p, st.Sys(), err)
+		}
+	}
+	// Another directory that keeps the group out is not changed, and the
+	// start is refused naming the setting.
+	closed := filepath.Join(root, "closed")
+	os.Mkdir(closed, 0o700)
+	if _, err := health.ListenGroup(filepath.Join(closed, "s.sock"), 65534, fixed(healthyReport()), health.Actions{}); err == nil || !strings.HasPrefix(err.Error(), "NODEHA_SOCKET_GROUP (--socket-group): ") {
+		t.Errorf("a directory that keeps the group out: %v", err)
+	}
+	if st, _ := os.Stat(closed); st.Mode().Perm() != 0o700 {
+		t.Errorf("%s changed to %v", closed, st.Mode().Perm())
+	}
+}

@@ -214,7 +214,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if cfg.TestHooks {
 		acts.Hang = n.runner.Hang
 	}
-	if n.hs, err = health.Listen(cfg.Socket, n.Report, acts); err != nil {
+	if n.hs, err = health.ListenGroup(cfg.Socket, cfg.SocketGID, n.Report, acts); err != nil {
 		return err
 	}
 	log.Info("nodeha running", "name", cfg.Name, "address", cfg.AdvertiseIP, "socket", cfg.Socket, "spec_hash", n.spec.Hash)
