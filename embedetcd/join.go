@@ -193,8 +193,11 @@ func Join(ctx context.Context, c Config, peers []string, clientTLS *tls.Config, 
 		switch {
 		case ctx.Err() != nil:
 			return res, ctx.Err()
-		case errors.Is(err, context.DeadlineExceeded):
-			log.Warn("etcd: adding this host as a learner timed out; looking again", "peer_url", self)
+		case errors.Is(err, context.DeadlineExceeded), is(err, rpctypes.ErrGRPCTimeout),
+			is(err, rpctypes.ErrGRPCTimeoutDueToConnectionLost), is(err, rpctypes.ErrGRPCTimeoutDueToLeaderFail):
+			// The cluster is busy with another change (another host joining
+			// or being promoted): the add may or may not have gone through.
+			log.Warn("etcd: adding this host as a learner timed out; looking again", "peer_url", self, "err", err)
 		case err == nil:
 			log.Info("etcd: added this host as a learner", "peer_url", self)
 			continue // list again: the answer to the add has no names

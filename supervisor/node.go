@@ -171,6 +171,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	var joined embedetcd.JoinResult
 	if cfg.Join {
 		if joined, err = join(ctx, cfg, &ec, n.clientTLS, log); err != nil {
+			if aerr := joined.Abandon(context.WithoutCancel(ctx)); aerr != nil {
+				log.Error("join: could not take back the learner this host added; remove it with `nodeha remove`", "id", fmt.Sprintf("%x", joined.Added), "err", aerr)
+			}
 			return err
 		}
 	}

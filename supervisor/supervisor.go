@@ -223,14 +223,15 @@ func join(ctx context.Context, cfg *config.Config, ec *embedetcd.Config, clientT
 	}
 	jctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	hasData := embedetcd.HasData(ec.Dir)
 	res, err := embedetcd.Join(jctx, *ec, peers, clientTLS, func(ctx context.Context, cli *clientv3.Client) error {
 		return checkName(ctx, cli, cfg)
 	}, log)
 	switch {
 	case errors.Is(err, embedetcd.ErrForeignPeer), errors.Is(err, errDuplicateName), errors.Is(err, embedetcd.ErrAddressTaken):
 		return res, err
-	case err != nil && hasData:
+	case err != nil && embedetcd.HasData(ec.Dir):
+		// Only with the data still in place: a join that moved it aside
+		// (this host was removed) has nothing to restart from.
 		log.Warn("join: no answer from the cluster; restarting from this host's etcd data", "err", err)
 		return embedetcd.JoinResult{}, nil
 	case err != nil:
