@@ -362,19 +362,7 @@ func cmdDSN(args []string, stdout, stderr io.Writer) error {
 // any host forwards to the right server, so no target_session_attrs is
 // needed and a client that takes one host only works with the first.
 func EndpointDSN(hosts []string, port int, user, dbname, rootCert string) string {
-	hp := make([]string, len(hosts))
-	for i, h := range hosts {
-		hp[i] = config.HostPort(h, port)
-	}
-	q := url.Values{}
-	q.Set("sslmode", "verify-full")
-	q.Set("sslrootcert", rootCert)
-	q.Set("connect_timeout", "2")
-	u := "postgresql://"
-	if user != "" {
-		u += url.User(user).String() + "@"
-	}
-	return u + strings.Join(hp, ",") + "/" + url.PathEscape(dbname) + "?" + q.Encode()
+	return pgURL(hosts, port, user, dbname, rootCert, nil)
 }
 
 // hostName is a DNS host name (RFC 1123 labels).
@@ -385,16 +373,24 @@ var hostName = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(
 // the cluster CA for its address: the client verifies it
 // (sslmode=verify-full) against rootCert, the CA's certificate.
 func DSN(hosts []string, port int, user, dbname string, readOnly bool, rootCert string) string {
-	hp := make([]string, len(hosts))
-	for i, h := range hosts {
-		hp[i] = config.HostPort(h, port)
-	}
 	attrs := "read-write"
 	if readOnly {
 		attrs = "prefer-standby"
 	}
+	return pgURL(hosts, port, user, dbname, rootCert, url.Values{"target_session_attrs": {attrs}})
+}
+
+// pgURL is the libpq URL for hosts at port, verifying the server against
+// rootCert, with extra parameters.
+func pgURL(hosts []string, port int, user, dbname, rootCert string, extra url.Values) string {
+	hp := make([]string, len(hosts))
+	for i, h := range hosts {
+		hp[i] = config.HostPort(h, port)
+	}
 	q := url.Values{}
-	q.Set("target_session_attrs", attrs)
+	for k, v := range extra {
+		q[k] = v
+	}
 	q.Set("sslmode", "verify-full")
 	q.Set("sslrootcert", rootCert)
 	q.Set("connect_timeout", "2")

@@ -254,9 +254,7 @@ func (c *Config) Check() error {
 // cluster) and the identity and passwords derived from it.
 func (c *Config) Resolve() error {
 	var errs []error
-	c.HostEtcdData = HasEtcdData(c.EtcdDir())
-	_, err := os.Stat(filepath.Join(c.PostgresDir, "pgdata", "PG_VERSION"))
-	c.HostPostgresData = err == nil
+	c.readHostState()
 	if ip, err := ResolveAddress(c.Advertise); err != nil {
 		errs = append(errs, problem("ADVERTISE", "advertise", "%v", err))
 	} else {
@@ -535,10 +533,16 @@ func (c *Config) SnapshotDir() string { return filepath.Join(c.DataDir, "snapsho
 // ResolveToken is the token part of Resolve alone: for commands that need
 // the cluster's secrets but not the rest of the settings.
 func (c *Config) ResolveToken() error {
+	c.readHostState()
+	return errors.Join(c.resolveToken()...)
+}
+
+// readHostState notes whether this host holds etcd member data and a
+// PostgreSQL data directory.
+func (c *Config) readHostState() {
 	c.HostEtcdData = HasEtcdData(c.EtcdDir())
 	_, err := os.Stat(filepath.Join(c.PostgresDir, "pgdata", "PG_VERSION"))
 	c.HostPostgresData = err == nil
-	return errors.Join(c.resolveToken()...)
 }
 
 // resolveToken finds the cluster token (the setting, else the one this

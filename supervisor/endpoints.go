@@ -29,27 +29,31 @@ func (n *Node) startEndpoints() error {
 	cfg := n.cfg
 	e := &endpoints{}
 	n.endpoints = e
+	var err error
 	if cfg.RWPort != 0 {
-		e.rw = endpoint.NewRoute("rw", n.log)
-		e.rwAddr = net.JoinHostPort(cfg.EndpointListen, strconv.Itoa(cfg.RWPort))
-		p, err := endpoint.Listen(e.rwAddr, e.rw)
-		if err != nil {
-			return fmt.Errorf("NODEHA_RW_PORT (--rw-port): %w", err)
+		if e.rw, e.rwProxy, e.rwAddr, err = n.listenEndpoint("rw", cfg.RWPort, "RW_PORT", "rw-port"); err != nil {
+			return err
 		}
-		e.rwProxy = p
 		n.goHelper(n.routeRW)
 	}
 	if cfg.ROPort != 0 {
-		e.ro = endpoint.NewRoute("ro", n.log)
-		e.roAddr = net.JoinHostPort(cfg.EndpointListen, strconv.Itoa(cfg.ROPort))
-		p, err := endpoint.Listen(e.roAddr, e.ro)
-		if err != nil {
-			return fmt.Errorf("NODEHA_RO_PORT (--ro-port): %w", err)
+		if e.ro, e.roProxy, e.roAddr, err = n.listenEndpoint("ro", cfg.ROPort, "RO_PORT", "ro-port"); err != nil {
+			return err
 		}
-		e.roProxy = p
 		n.goHelper(n.routeRO)
 	}
 	return nil
+}
+
+// listenEndpoint listens on port with a new route of that name.
+func (n *Node) listenEndpoint(name string, port int, env, flag string) (*endpoint.Route, *endpoint.Proxy, string, error) {
+	r := endpoint.NewRoute(name, n.log)
+	addr := net.JoinHostPort(n.cfg.EndpointListen, strconv.Itoa(port))
+	p, err := endpoint.Listen(addr, r)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("NODEHA_%s (--%s): %w", env, flag, err)
+	}
+	return r, p, addr, nil
 }
 
 // close stops the endpoints; their open connections are closed.

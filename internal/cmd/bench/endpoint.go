@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -95,12 +94,7 @@ func runEndpointPgbench(ctx context.Context, c *testcluster.Cluster, clients []i
 func printPathThroughput(w *os.File, rs []PathThroughput) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "mode\tclients\tpath\trounds\ttps median\tvs direct\tlatency median ms\tadded ms\t")
-	var clients []int
-	for _, r := range rs {
-		if !slices.Contains(clients, r.Clients) {
-			clients = append(clients, r.Clients)
-		}
-	}
+	clients := distinct(rs, func(r PathThroughput) int { return r.Clients })
 	for _, mode := range []string{"tpcb", "select"} {
 		for _, n := range clients {
 			var directTPS, directLat float64

@@ -72,12 +72,7 @@ func runPgbench(ctx context.Context, c *testcluster.Cluster, variant string, cli
 func printThroughput(w *os.File, rs []Throughput) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "clients\tvariant\trounds\ttps median\ttps min\ttps max\tvs nodeha-async\t")
-	var counts []int
-	for _, r := range rs {
-		if !slices.Contains(counts, r.Clients) {
-			counts = append(counts, r.Clients)
-		}
-	}
+	counts := distinct(rs, func(r Throughput) int { return r.Clients })
 	for _, n := range counts {
 		var asyncMedian float64
 		for _, v := range variants {
@@ -101,4 +96,15 @@ func printThroughput(w *os.File, rs []Throughput) {
 		}
 	}
 	tw.Flush()
+}
+
+// distinct lists the values of key over rs, in first-seen order.
+func distinct[T any](rs []T, key func(T) int) []int {
+	var out []int
+	for _, r := range rs {
+		if k := key(r); !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
 }
