@@ -43,6 +43,7 @@ commands:
   render     print the postgres.yml this host would run (--container: the container spec)
   dsn        print the libpq connection string for all hosts (verify-full against --sslrootcert)
   ca         print the cluster CA's certificate, what clients verify the servers against
+  metrics-cert  write a certificate that reads the hosts' metrics and nothing else (--out DIR)
   switchover planned leader change (--to NAME), waits for the new primary
   install    install the systemd unit and settings file, enable and start nodeha (--dry-run)
   uninstall  stop, disable and remove the unit and settings file; data stays
@@ -71,7 +72,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	cmds := map[string]func([]string, io.Writer, io.Writer) error{
 		"run": cmdRun, "status": cmdStatus, "render": cmdRender, "dsn": cmdDSN, "version": cmdVersion, "switchover": cmdSwitchover,
 		"install": cmdInstall, "uninstall": cmdUninstall, "cloud-init": cmdCloudInit, "token": cmdToken,
-		"join": cmdJoin, "leave": cmdLeave, "ca": cmdCA, "remove": cmdRemove, "recover": cmdRecover, "snapshot": cmdSnapshot,
+		"join": cmdJoin, "leave": cmdLeave, "ca": cmdCA, "metrics-cert": cmdMetricsCert, "remove": cmdRemove, "recover": cmdRecover, "snapshot": cmdSnapshot,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -78,6 +78,7 @@ type Config struct {
 	RWPort               int           `envconfig:"NODEHA_RW_PORT" flag:"rw-port" default:"5433" desc:"the read-write client endpoint: every TCP connection is forwarded to the current primary (0 turns it off)"`
 	ROPort               int           `envconfig:"NODEHA_RO_PORT" flag:"ro-port" default:"5434" desc:"the read-only client endpoint: every TCP connection is forwarded to a healthy replica, the primary when there is none (0 turns it off)"`
 	EndpointListen       string        `envconfig:"NODEHA_ENDPOINT_LISTEN" flag:"endpoint-listen" desc:"address the client endpoints listen on (default: every address, as PostgreSQL does)"`
+	MetricsListen        string        `envconfig:"NODEHA_METRICS_LISTEN" flag:"metrics-listen" default:"127.0.0.1:9272" desc:"host:port of the Prometheus metrics (nodeha's, the etcd member's and Patroni's for this host): plain HTTP on a loopback address; on any other address (an empty host is every address) HTTPS with the host's certificate, and scrapers must show a certificate from nodeha metrics-cert; off turns it off"`
 	ROMaxLagBytes        int           `envconfig:"NODEHA_RO_MAX_LAG" flag:"ro-max-lag" default:"16777216" desc:"the read-only endpoint's replicas are those at most this many bytes behind the primary"`
 	RestAPIPort          int           `envconfig:"NODEHA_RESTAPI_PORT" flag:"restapi-port" default:"8008" desc:"Patroni REST API port"`
 	TTL                  int           `envconfig:"NODEHA_TTL" flag:"ttl" default:"20" desc:"Patroni leader lease in seconds (seed: 45); applied when the cluster is bootstrapped"`
@@ -379,9 +380,13 @@ func (c *Config) Validate() error {
 		{c.RestAPIPort, "RESTAPI_PORT", "restapi-port"},
 		{c.RWPort, "RW_PORT", "rw-port"},
 		{c.ROPort, "RO_PORT", "ro-port"},
+		{c.metricsPort(), "METRICS_LISTEN", "metrics-listen"},
 	} {
 		if p.v == 0 && (p.env == "RW_PORT" || p.env == "RO_PORT") {
 			continue // off
+		}
+		if p.env == "METRICS_LISTEN" && (c.MetricsListen == "off" || p.v < 0) {
+			continue // off, or not host:port (said below)
 		}
 		switch {
 		case p.v < 1 || p.v > 65535:
@@ -395,6 +400,11 @@ func (c *Config) Validate() error {
 	if c.EndpointListen != "" {
 		if _, err := netip.ParseAddr(c.EndpointListen); err != nil {
 			add("ENDPOINT_LISTEN", "endpoint-listen", "%q is not an IP address", c.EndpointListen)
+		}
+	}
+	if c.MetricsListen != "off" {
+		if _, err := ParseListen(c.MetricsListen); err != nil {
+			add("METRICS_LISTEN", "metrics-listen", "%v", err)
 		}
 	}
 	if c.ROMaxLagBytes < 0 {
@@ -484,6 +494,35 @@ func validName(s string) bool {
 		}
 	}
 	return true
+}
+
+// ParseListen checks a listen address: host:port with an IP address (or
+// an empty host, every address) and a port from 1 to 65535.
+func ParseListen(s string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q is not host:port (or off)", s)
+	}
+	ip := netip.IPv6Unspecified()
+	if host != "" {
+		if ip, err = netip.ParseAddr(host); err != nil {
+			return netip.AddrPort{}, fmt.Errorf("%q: %q is not an IP address", s, host)
+		}
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return netip.AddrPort{}, fmt.Errorf("%q: %q is not a port", s, port)
+	}
+	return netip.AddrPortFrom(ip, uint16(n)), nil
+}
+
+// metricsPort is the metrics port, -1 when off or unreadable.
+func (c *Config) metricsPort() int {
+	ap, err := ParseListen(c.MetricsListen)
+	if c.MetricsListen == "off" || err != nil {
+		return -1
+	}
+	return int(ap.Port())
 }
 
 // HostPort joins an address and a port, bracketing IPv6.

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ func TestFaults(t *testing.T) {
 	ctx := context.Background()
 	c, err := testcluster.New(clusterOpts("f", 9, testcluster.Options{
 		Hosts: 3, BaseDir: t.TempDir(),
-		Scope: "e2e-faults", Env: []string{"NODEHA_SYNCHRONOUS=true"},
+		Scope: "e2e-faults", Env: []string{"NODEHA_SYNCHRONOUS=true", fmt.Sprintf("NODEHA_METRICS_LISTEN=:%d", metricsPort)},
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +56,14 @@ func TestFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	dsn := cli.DSN(strings.Split(c.Peers(), ","), 5432, "bench", "postgres", false, ca)
+
+	// A real Prometheus scrapes the three hosts through the faults.
+	prom := startPrometheus(t, c, addr(9, 90))
+	t.Run("Metrics", func(t *testing.T) {
+		checkScrape(t, prom, c, leader)
+		checkReaderIsNoDoor(t, prom, leader)
+	})
+
 	for i, f := range faults.All {
 		t.Run(f.Name, func(t *testing.T) {
 			r := faults.Run(ctx, c, f, dsn, pw, "e2e", i+1)
@@ -130,5 +139,42 @@ func TestFaults(t *testing.T) {
 		if rep, err := old.Health(ctx); err != nil || rep.Container.Fenced != "" || !rep.Container.Running {
 			t.Fatalf("healed host %s: container %+v (%v), want running and not fenced", old.Name, rep.Container, err)
 		}
+	})
+
+	// After the faults: every series the shipped alert rules and dashboard
+	// use has been scraped, the assist's actions were counted, and the
+	// host-down alert fires for a killed host.
+	t.Run("MetricsAfterFaults", func(t *testing.T) {
+		ctx := context.Background()
+		have, err := prom.names(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Only scraped when archiving fails, which it never does here.
+		conditional := []string{"nodeha_archive_last_failed_timestamp_seconds"}
+		for _, n := range namesUsedIn(t, "monitoring/alerts.yml", "monitoring/grafana-dashboard.json") {
+			if !slices.Contains(have, n) && !slices.Contains(conditional, n) {
+				t.Errorf("%s (used by the alert rules or the dashboard) was never scraped", n)
+			}
+		}
+		ss, err := prom.query(ctx, "sum(max_over_time(nodeha_failover_assist_releases_total[1h]))")
+		if err != nil || len(ss) != 1 || ss[0].Value < 1 {
+			t.Errorf("failover assist releases counted across the faults: %v %v, want at least 1", ss, err)
+		}
+		leader := mustWhole(t, c, 3*time.Minute)
+		var victim *testcluster.Host
+		for _, h := range c.Hosts {
+			if h != leader {
+				victim = h
+			}
+		}
+		if err := victim.Kill(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitFiring(t, prom, "NodehaHostDown", victim, 3*time.Minute)
+		if err := victim.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mustWhole(t, c, 3*time.Minute)
 	})
 }

@@ -66,15 +66,22 @@ done
 for f in /golden-ud/*.user-data /gen/*.user-data; do
 	cloud-init schema --config-file "$f" || rc=1
 done
+# The shipped alert rules, and their unit tests.
+promtool check rules /monitoring/alerts.yml || rc=1
+(cd /monitoring && promtool test rules alerts_test.yml) || rc=1
 exit $rc`
 	out, err := testcluster.Docker(ctx, "run", "--rm",
 		"-v", nodehaBin+":/usr/local/bin/nodeha:ro",
 		"-v", filepath.Join(repoRoot, "systemd", "testdata")+":/golden-unit:ro",
 		"-v", filepath.Join(repoRoot, "cloudinit", "testdata")+":/golden-ud:ro",
+		"-v", filepath.Join(repoRoot, "monitoring")+":/monitoring:ro",
 		"-v", dir+":/gen:ro", hostImage, "sh", "-c", script)
 	t.Logf("checkers:\n%s", out)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(out, "rules found") || !strings.Contains(out, "Unit Testing:  alerts_test.yml\n  SUCCESS") {
+		t.Errorf("promtool did not pass the alert rules and their tests")
 	}
 	if n := strings.Count(out, "Valid cloud-config"); n != 5 {
 		t.Errorf("%d user-data files valid, want 5 (two golden, three generated)", n)

@@ -25,16 +25,19 @@ import (
 
 // Report is the body of GET /health.
 type Report struct {
-	Healthy   bool                  `json:"healthy"`
-	Reasons   []string              `json:"reasons,omitempty"`
-	Name      string                `json:"name"`
-	Scope     string                `json:"scope"`
-	Address   string                `json:"address"`
-	Version   string                `json:"version"`
-	Time      time.Time             `json:"time"`
-	Etcd      *embedetcd.Status     `json:"etcd,omitempty"`
-	Container spilo.ContainerStatus `json:"container"`
-	Patroni   *Patroni              `json:"patroni,omitempty"`
+	Healthy bool     `json:"healthy"`
+	Reasons []string `json:"reasons,omitempty"`
+	// ReasonCodes name the reasons, one code each, in the same order
+	// (metrics.ReasonCodes lists them).
+	ReasonCodes []string              `json:"reason_codes,omitempty"`
+	Name        string                `json:"name"`
+	Scope       string                `json:"scope"`
+	Address     string                `json:"address"`
+	Version     string                `json:"version"`
+	Time        time.Time             `json:"time"`
+	Etcd        *embedetcd.Status     `json:"etcd,omitempty"`
+	Container   spilo.ContainerStatus `json:"container"`
+	Patroni     *Patroni              `json:"patroni,omitempty"`
 	// Endpoints are the client endpoints' routes and counters.
 	Endpoints []endpoint.Stats `json:"endpoints,omitempty"`
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/nodeha/nodeha/embedetcd"
 	"github.com/nodeha/nodeha/failover"
 	"github.com/nodeha/nodeha/health"
+	"github.com/nodeha/nodeha/metrics"
 	"github.com/nodeha/nodeha/patroni"
 	"github.com/nodeha/nodeha/spilo"
 	"github.com/nodeha/nodeha/trust"
@@ -49,6 +50,8 @@ type Node struct {
 	mem       *members
 	hs        *health.Server
 	endpoints *endpoints
+	metrics   *metrics.Server
+	assists   assistCounts
 
 	// Helpers that use the etcd member stop before it closes (a read on a
 	// closed member panics).
@@ -211,6 +214,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startEndpoints(); err != nil {
 		return err
 	}
+	if err := n.startMetrics(); err != nil {
+		return err
+	}
 	n.mem = &members{cfg: cfg, member: n.member, etcd: n.member.Client(), clientTLS: n.clientTLS, runner: n.runner, pc: n.pc, log: log}
 	n.leaveFn = n.mem.Leave
 	acts := health.Actions{Leave: n.Leave, Remove: n.Remove, Snapshot: n.Snapshot, Cluster: n.Cluster}
@@ -295,6 +301,7 @@ func (n *Node) startFailoverAssist() {
 		case released:
 			log.Warn("failover assist: container died holding the leader lock; released it so the synchronous standby takes over now", "why", why)
 			recordAssist(ctx, etcd, cfg.Scope, cfg.Name, "its Spilo container died")
+			n.assists.add("container_died")
 		default:
 			log.Info("failover assist: container died; restarting it in place", "lock", why)
 		}
@@ -306,6 +313,7 @@ func (n *Node) startFailoverAssist() {
 		Ports:     []int{cfg.RestAPIPort, cfg.EtcdPeerPort},
 		Released: func(ctx context.Context, leader, why string) {
 			recordAssist(ctx, etcd, cfg.Scope, leader, why)
+			n.assists.add("host_unreachable")
 		},
 	}
 	n.goHelper(w.Run)
@@ -459,7 +467,7 @@ func (n *Node) Report(ctx context.Context) health.Report {
 //     ones are refused;
 //  2. the helpers (failover and Patroni watchers, status, watchdog,
 //     snapshot and endpoint routing loops), then the client endpoints,
-//     their open connections closed;
+//     their open connections closed, and the metrics port;
 //  3. the runner: stop its loop, then (unless detaching, after a leave or
 //     a failed start) stop the container, so Patroni deletes its leader
 //     key while etcd still has this member and replicas take over at once;
@@ -477,6 +485,9 @@ func (n *Node) Close() error {
 		}
 		n.helpers.Wait()
 		n.endpoints.close()
+		if n.metrics != nil {
+			n.metrics.Close()
+		}
 		if n.runner != nil && n.started {
 			err = n.runner.Close(n.mode)
 		}

@@ -107,9 +107,11 @@ func buildReport(ctx context.Context, cfg *config.Config, member *embedetcd.Memb
 	if mode, err := failover.SyncMode(ctx, member.Client(), cfg.Scope); err == nil && mode != "" {
 		synchronous = mode != "off"
 	}
-	reasons := Verdict(rep.Time, synchronous, es, rep.Container, p)
-	rep.Reasons = reasons
-	rep.Healthy = len(reasons) == 0
+	for _, r := range verdict(rep.Time, synchronous, es, rep.Container, p) {
+		rep.Reasons = append(rep.Reasons, r.text)
+		rep.ReasonCodes = append(rep.ReasonCodes, r.code)
+	}
+	rep.Healthy = len(rep.Reasons) == 0
 	return rep
 }
 
@@ -118,18 +120,30 @@ func buildReport(ctx context.Context, cfg *config.Config, member *embedetcd.Memb
 // PostgreSQL as leader or replica (in synchronous mode, a leader needs a
 // synchronous standby). now is the report's time.
 func Verdict(now time.Time, synchronous bool, es embedetcd.Status, c spilo.ContainerStatus, p *health.Patroni) []string {
-	var reasons []string
+	var texts []string
+	for _, r := range verdict(now, synchronous, es, c, p) {
+		texts = append(texts, r.text)
+	}
+	return texts
+}
+
+// reason is one reason of the verdict: its text, and its code for metrics
+// (metrics.ReasonCodes).
+type reason struct{ code, text string }
+
+func verdict(now time.Time, synchronous bool, es embedetcd.Status, c spilo.ContainerStatus, p *health.Patroni) []reason {
+	var reasons []reason
 	switch {
 	case !es.HasQuorum:
-		reasons = append(reasons, "etcd: no quorum (no leader known)")
+		reasons = append(reasons, reason{"etcd_no_quorum", "etcd: no quorum (no leader known)"})
 	case es.Learner:
-		reasons = append(reasons, "etcd: member is still a learner")
+		reasons = append(reasons, reason{"etcd_learner", "etcd: member is still a learner"})
 	}
 	switch {
 	case c.Fenced != "":
-		reasons = append(reasons, fmt.Sprintf("container %s fenced: %s", c.Name, c.Fenced))
+		reasons = append(reasons, reason{"container_fenced", fmt.Sprintf("container %s fenced: %s", c.Name, c.Fenced)})
 	case !c.Running:
-		reasons = append(reasons, fmt.Sprintf("container %s: %s", c.Name, c.State))
+		reasons = append(reasons, reason{"container_not_running", fmt.Sprintf("container %s: %s", c.Name, c.State)})
 	}
 	switch {
 	case !p.Reachable:
@@ -140,17 +154,17 @@ func Verdict(now time.Time, synchronous bool, es embedetcd.Status, c spilo.Conta
 		if n := c.NodehaRestarts; n > 0 {
 			r += fmt.Sprintf(", container restarted by nodeha %d %s", n, plural(n, "time", "times"))
 		}
-		reasons = append(reasons, r)
+		reasons = append(reasons, reason{"patroni_not_answering", r})
 	case p.State != "running" && p.State != "streaming": // Patroni 4 says streaming for replicas
-		reasons = append(reasons, "patroni: PostgreSQL is "+p.State)
+		reasons = append(reasons, reason{"postgres_not_running", "patroni: PostgreSQL is " + p.State})
 	case !patroni.IsLeader(p.Role) && !patroni.IsReplica(p.Role):
-		reasons = append(reasons, "patroni: role "+p.Role)
+		reasons = append(reasons, reason{"patroni_role", "patroni: role " + p.Role})
 	case synchronous && len(es.Members) > 1 && patroni.IsLeader(p.Role) && p.SyncStandbys != nil && *p.SyncStandbys == 0:
 		// (A one-host cluster has no one to be synchronous with: Patroni
 		// commits alone, and that is all it can be.)
 		// Patroni promotes only a synchronous standby: without one, losing
 		// this host stops writes until it is back.
-		reasons = append(reasons, "patroni: synchronous mode but no synchronous standby yet")
+		reasons = append(reasons, reason{"no_sync_standby", "patroni: synchronous mode but no synchronous standby yet"})
 	}
 	return reasons
 }

@@ -1,12 +1,14 @@
 package supervisor_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nodeha/nodeha/embedetcd"
 	"github.com/nodeha/nodeha/health"
+	"github.com/nodeha/nodeha/metrics"
 	"github.com/nodeha/nodeha/spilo"
 	"github.com/nodeha/nodeha/supervisor"
 )
@@ -54,6 +56,16 @@ func TestVerdict(t *testing.T) {
 			}
 			if tc.reason != "" && !strings.Contains(got, tc.reason) {
 				t.Errorf("reasons %q, want one containing %q", got, tc.reason)
+			}
+			// Each reason has a code that metrics export.
+			codes := supervisor.VerdictCodes(now, tc.sync, tc.es, tc.c, tc.p)
+			if n := len(supervisor.Verdict(now, tc.sync, tc.es, tc.c, tc.p)); len(codes) != n {
+				t.Errorf("%d codes for %d reasons", len(codes), n)
+			}
+			for _, c := range codes {
+				if !slices.Contains(metrics.ReasonCodes, c) {
+					t.Errorf("reason code %q is not in metrics.ReasonCodes", c)
+				}
 			}
 		})
 	}

@@ -84,24 +84,44 @@ type Identity struct {
 	caKey  *ecdsa.PrivateKey
 	caCert *x509.Certificate
 	caDER  []byte
+	// readers is the metrics readers' CA (see IssueMetricsReader).
+	readers *x509.Certificate
+	rdKey   *ecdsa.PrivateKey
 }
 
 // caSubject is the same for every cluster: a CA is told apart by its key.
-var caSubject = pkix.Name{CommonName: "nodeha cluster CA", Organization: []string{"nodeha"}}
+var (
+	caSubject      = pkix.Name{CommonName: "nodeha cluster CA", Organization: []string{"nodeha"}}
+	readersSubject = pkix.Name{CommonName: "nodeha metrics readers CA", Organization: []string{"nodeha"}}
+)
 
 // FromToken derives the cluster identity.
 func FromToken(token string) (*Identity, error) {
 	if err := CheckToken(token); err != nil {
 		return nil, err
 	}
-	key, err := deriveKey(token, "nodeha ca key")
+	key, der, cert, err := selfSignedCA(token, "nodeha ca key", caSubject)
 	if err != nil {
 		return nil, err
+	}
+	rdKey, _, rdCert, err := selfSignedCA(token, "nodeha metrics readers ca key", readersSubject)
+	if err != nil {
+		return nil, err
+	}
+	return &Identity{token: token, caKey: key, caCert: cert, caDER: der, readers: rdCert, rdKey: rdKey}, nil
+}
+
+// selfSignedCA derives a CA from the token: the key from info, the
+// certificate from the key (the same on every host).
+func selfSignedCA(token, info string, subject pkix.Name) (*ecdsa.PrivateKey, []byte, *x509.Certificate, error) {
+	key, err := deriveKey(token, info)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	ski := keyID(&key.PublicKey)
 	tmpl := &x509.Certificate{
 		SerialNumber:          new(big.Int).SetBytes(ski[:8]),
-		Subject:               caSubject,
+		Subject:               subject,
 		NotBefore:             time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC),
 		NotAfter:              time.Date(2125, 1, 1, 0, 0, 0, 0, time.UTC),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -112,13 +132,13 @@ func FromToken(token string) (*Identity, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("trust: create CA: %w", err)
+		return nil, nil, nil, fmt.Errorf("trust: create %s: %w", subject.CommonName, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("trust: parse CA: %w", err)
+		return nil, nil, nil, fmt.Errorf("trust: parse %s: %w", subject.CommonName, err)
 	}
-	return &Identity{token: token, caKey: key, caCert: cert, caDER: der}, nil
+	return key, der, cert, nil
 }
 
 // deriveKey turns the token into a P-256 private key: HKDF output taken as
@@ -199,6 +219,30 @@ const (
 // Issue creates a key and a certificate for name, valid for ips, signed by
 // the cluster CA. Both are PEM-encoded.
 func (id *Identity) Issue(name string, ips []netip.Addr, u Usage) (certPEM, keyPEM []byte, err error) {
+	return issue(id.caCert, id.caKey, name, ips, u, 100*365*24*time.Hour)
+}
+
+// MetricsReaderLifetime is how long a metrics reader's certificate is
+// valid.
+const MetricsReaderLifetime = 365 * 24 * time.Hour
+
+// IssueMetricsReader creates a client certificate that reads nodeha's
+// metrics and nothing else: it is signed by the metrics readers' CA, a CA
+// of its own that etcd, Patroni's REST API and PostgreSQL do not trust, so
+// the certificate handed to a Prometheus (often another team's) opens no
+// door into the cluster. Valid for MetricsReaderLifetime.
+func (id *Identity) IssueMetricsReader(name string) (certPEM, keyPEM []byte, err error) {
+	return issue(id.readers, id.rdKey, name, nil, Client, MetricsReaderLifetime)
+}
+
+// ReadersPool is a pool with only the metrics readers' CA.
+func (id *Identity) ReadersPool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(id.readers)
+	return p
+}
+
+func issue(caCert *x509.Certificate, caKey *ecdsa.PrivateKey, name string, ips []netip.Addr, u Usage, lifetime time.Duration) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("trust: key for %s: %w", name, err)
@@ -212,10 +256,10 @@ func (id *Identity) Issue(name string, ips []netip.Addr, u Usage) (certPEM, keyP
 		SerialNumber:   serial,
 		Subject:        pkix.Name{CommonName: name, Organization: []string{"nodeha"}},
 		NotBefore:      now.Add(-time.Hour),
-		NotAfter:       now.AddDate(100, 0, 0),
+		NotAfter:       now.Add(lifetime),
 		KeyUsage:       x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		AuthorityKeyId: id.caCert.SubjectKeyId,
+		AuthorityKeyId: caCert.SubjectKeyId,
 	}
 	if u == ServerAndClient {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
@@ -223,7 +267,7 @@ func (id *Identity) Issue(name string, ips []netip.Addr, u Usage) (certPEM, keyP
 			tmpl.IPAddresses = append(tmpl.IPAddresses, net.IP(ip.AsSlice()))
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, id.caCert, &key.PublicKey, id.caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("trust: certificate for %s: %w", name, err)
 	}
