@@ -343,3 +343,56 @@ func TestDSNThroughEndpoints(t *testing.T) {
 		t.Errorf("bad --endpoint: exit %d, %s", code, errOut)
 	}
 }
+
+func TestMetricsCert(t *testing.T) {
+	clearEnv(t)
+	tok := trust.GenerateToken()
+	id, _ := trust.FromToken(tok)
+	dir := filepath.Join(t.TempDir(), "certs")
+	code, out, errOut := run(t, "metrics-cert", "--token="+tok, "--data-dir="+t.TempDir(), "--out="+dir, "--reader=prom-1")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if strings.Contains(out, "PRIVATE") {
+		t.Fatal("metrics-cert printed a private key")
+	}
+	crt, err := os.ReadFile(filepath.Join(dir, "prom-1.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "prom-1.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key: %v, want mode 0600", err)
+	}
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "nodeha-ca.crt"))
+	if blk, _ := pem.Decode(caPEM); blk == nil {
+		t.Error("nodeha-ca.crt is not PEM")
+	} else if ca, err := x509.ParseCertificate(blk.Bytes); err != nil || trust.FingerprintOf(ca) != id.Fingerprint() {
+		t.Errorf("nodeha-ca.crt is not the cluster CA (%v)", err)
+	}
+	// A reader's certificate, not the cluster CA's.
+	blk, _ := pem.Decode(crt)
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Verify(x509.VerifyOptions{Roots: id.ReadersPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("not a metrics reader: %v", err)
+	}
+	if id.IssuedBy(crt) {
+		t.Error("the reader's certificate is the cluster CA's: etcd would take it")
+	}
+	// Never over an existing file; a bad name or no --out: one line, exit 2.
+	for _, args := range [][]string{
+		{"--out=" + dir, "--reader=prom-1"},
+		{"--out=" + dir, "--reader=../x"},
+		{"--reader=prom-2"},
+	} {
+		code, _, errOut := run(t, append([]string{"metrics-cert", "--token=" + tok, "--data-dir=" + t.TempDir()}, args...)...)
+		if code != 2 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("%v: exit %d, %q; want 2 and one line", args, code, errOut)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "prom-1.crt")); !bytes.Equal(b, crt) {
+		t.Error("an existing certificate was overwritten")
+	}
+}

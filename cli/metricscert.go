@@ -22,7 +22,7 @@ var certName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 func cmdMetricsCert(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("metrics-cert", stderr)
 	out := fs.String("out", "", "directory to write NAME.crt, NAME.key (0600) and nodeha-ca.crt into (created 0700 if missing; existing files are not overwritten)")
-	name := fs.String("name", "prometheus", "the reader's name (the certificate's common name and the files' names)")
+	name := fs.String("reader", "prometheus", "the reader's name (the certificate's common name and the files' names)")
 	cfg, err := load(fs, args, false)
 	if err != nil {
 		return err
@@ -31,7 +31,7 @@ func cmdMetricsCert(args []string, stdout, stderr io.Writer) error {
 		return config.Problem("", "out", "is required: the directory to write the certificate into")
 	}
 	if !certName.MatchString(*name) {
-		return config.Problem("", "name", "%q: want letters, digits, '.', '_' or '-' (at most 63)", *name)
+		return config.Problem("", "reader", "%q: want letters, digits, '.', '_' or '-' (at most 63)", *name)
 	}
 	if err := cfg.ResolveToken(); err != nil {
 		return &exitError{2, err}
@@ -41,7 +41,7 @@ func cmdMetricsCert(args []string, stdout, stderr io.Writer) error {
 	caPath := filepath.Join(*out, "nodeha-ca.crt")
 	for _, p := range []string{crtPath, keyPath} {
 		if _, err := os.Lstat(p); err == nil {
-			return config.Problem("", "out", "%s exists: not overwritten (remove it, or give another --name)", p)
+			return config.Problem("", "out", "%s exists: not overwritten (remove it, or give another --reader)", p)
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return &exitError{2, config.Problem("", "out", "%v", err)}
 		}
