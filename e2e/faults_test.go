@@ -55,7 +55,12 @@ func TestFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dsn := cli.DSN(strings.Split(c.Peers(), ","), 5432, "bench", "postgres", false, ca)
+	multiHost := faults.MultiHost(cli.DSN(strings.Split(c.Peers(), ","), 5432, "bench", "postgres", false, ca))
+	// A client that knows one host only, through its read-write endpoint
+	// (no target_session_attrs).
+	oneEndpoint := faults.OneEndpoint(c, func(ip string) string {
+		return cli.EndpointDSN([]string{ip}, 5433, "bench", "postgres", ca)
+	})
 
 	// A real Prometheus scrapes the three hosts through the faults.
 	prom := startPrometheus(t, c, addr(9, 90))
@@ -64,24 +69,32 @@ func TestFaults(t *testing.T) {
 		checkReaderIsNoDoor(t, prom, leader)
 	})
 
+	// Each fault twice: the writer with the multi-host string, then
+	// through one host's read-write endpoint.
 	for i, f := range faults.All {
-		t.Run(f.Name, func(t *testing.T) {
-			r := faults.Run(ctx, c, f, dsn, pw, "e2e", i+1)
-			t.Logf("%s: write pause %dms, resumed after %dms, whole after %dms, %d writes acknowledged",
-				f.Name, r.PauseMS, r.ResumeMS, r.WholeMS, r.Acked)
-			if r.Error != "" {
-				t.Fatal(r.Error)
-			}
-			if r.Lost != 0 {
-				t.Errorf("%d of %d acknowledged rows lost", r.Lost, r.Acked)
-			}
-			if len(r.Overlaps) != 0 {
-				t.Errorf("two hosts accepted writes at the same moment: %+v", r.Overlaps)
-			}
-			if r.Acked == 0 || r.WholeMS == 0 {
-				t.Errorf("trial did not run: %+v", r)
-			}
-		})
+		for _, via := range []struct {
+			name   string
+			client faults.Client
+			trial  int
+		}{{f.Name, multiHost, i + 1}, {f.Name + "-via-endpoint", oneEndpoint, 100 + i + 1}} {
+			t.Run(via.name, func(t *testing.T) {
+				r := faults.Run(ctx, c, f, via.client, pw, "e2e", via.trial)
+				t.Logf("%s: write pause %dms, resumed after %dms, whole after %dms, %d writes acknowledged",
+					via.name, r.PauseMS, r.ResumeMS, r.WholeMS, r.Acked)
+				if r.Error != "" {
+					t.Fatal(r.Error)
+				}
+				if r.Lost != 0 {
+					t.Errorf("%d of %d acknowledged rows lost", r.Lost, r.Acked)
+				}
+				if len(r.Overlaps) != 0 {
+					t.Errorf("two hosts accepted writes at the same moment: %+v", r.Overlaps)
+				}
+				if r.Acked == 0 || r.WholeMS == 0 {
+					t.Errorf("trial did not run: %+v", r)
+				}
+			})
+		}
 	}
 
 	// A primary cut off from the others stops accepting writes: nodeha

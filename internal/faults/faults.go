@@ -143,8 +143,31 @@ func Setup(ctx context.Context, leader *testcluster.Host, password string) error
 	return nil
 }
 
-// Run runs one trial of f against c, whose DSN is dsn for role bench.
-func Run(ctx context.Context, c *testcluster.Cluster, f Fault, dsn, password, variant string, trial int) Result {
+// Client is how a trial's writer reaches the cluster: the connection
+// string for role bench, given the trial's primary before the fault.
+type Client func(leader *testcluster.Host) string
+
+// MultiHost is a client with libpq's multi-host string (every host, with
+// target_session_attrs=read-write): dsn as it is.
+func MultiHost(dsn string) Client { return func(*testcluster.Host) string { return dsn } }
+
+// OneEndpoint is a client that knows one host's address only and goes
+// through its read-write endpoint, as psql -h HOST -p 5433 would: a host
+// that is not the trial's primary (so the fault does not take the
+// client's only address away). endpointDSN builds the string for a host.
+func OneEndpoint(c *testcluster.Cluster, endpointDSN func(ip string) string) Client {
+	return func(leader *testcluster.Host) string {
+		for _, h := range c.Hosts {
+			if h != leader {
+				return endpointDSN(h.IP)
+			}
+		}
+		return endpointDSN(leader.IP)
+	}
+}
+
+// Run runs one trial of f against c, the writer connecting as client says.
+func Run(ctx context.Context, c *testcluster.Cluster, f Fault, client Client, password, variant string, trial int) Result {
 	r := Result{Variant: variant, Fault: f.Name, Trial: trial}
 	leader, err := c.WaitWhole(ctx, 3*time.Minute)
 	if err != nil {
@@ -166,7 +189,7 @@ func Run(ctx context.Context, c *testcluster.Cluster, f Fault, dsn, password, va
 		}
 	}
 
-	w, err := NewWriter(dsn, password, trial)
+	w, err := NewWriter(client(leader), password, trial)
 	if err != nil {
 		r.Error = err.Error()
 		return r

@@ -30,12 +30,17 @@ import (
 type variant struct {
 	Name string
 	Env  []string
+	// Endpoint: the writer knows one host (not the primary) and writes
+	// through its read-write endpoint, without target_session_attrs;
+	// otherwise it has the multi-host string.
+	Endpoint bool
 }
 
 var variants = []variant{
-	{"baseline", []string{"NODEHA_TTL=45", "NODEHA_LOOP_WAIT=15", "NODEHA_RETRY_TIMEOUT=15", "NODEHA_FAILOVER_ASSIST=false", "NODEHA_SYNCHRONOUS=false"}},
-	{"nodeha-async", []string{"NODEHA_SYNCHRONOUS=false"}},
-	{"nodeha", nil}, // the defaults: synchronous
+	{Name: "baseline", Env: []string{"NODEHA_TTL=45", "NODEHA_LOOP_WAIT=15", "NODEHA_RETRY_TIMEOUT=15", "NODEHA_FAILOVER_ASSIST=false", "NODEHA_SYNCHRONOUS=false"}},
+	{Name: "nodeha-async", Env: []string{"NODEHA_SYNCHRONOUS=false"}},
+	{Name: "nodeha"}, // the defaults: synchronous
+	{Name: "nodeha-endpoint", Endpoint: true},
 }
 
 func main() {
@@ -48,7 +53,7 @@ func main() {
 func run() error {
 	trials := flag.Int("trials", 10, "trials per fault and variant")
 	faultNames := flag.String("faults", "all", "comma-separated faults: "+names())
-	only := flag.String("variants", "baseline,nodeha-async,nodeha", "variants to run")
+	only := flag.String("variants", "baseline,nodeha-async,nodeha", "variants to run (nodeha-endpoint: nodeha's defaults, the writer through one host's read-write endpoint)")
 	out := flag.String("out", "bench-results.json", "raw results (JSON)")
 	spilo := flag.String("spilo", "3.0-p1", "Spilo generation: 3.0-p1 or 4.0-p3")
 	image := flag.String("image", "", "Spilo image (default: the generation's test image)")
@@ -58,6 +63,7 @@ func run() error {
 	pgbenchClients := flag.String("pgbench-clients", "1,8", "pgbench client counts")
 	pgbenchSeconds := flag.Int("pgbench-seconds", 20, "seconds per pgbench round")
 	viaEndpoint := flag.Bool("pgbench-endpoint", false, "with -pgbench: compare, on the nodeha variant, pgbench straight to the primary with pgbench through the read-write endpoint (the primary's host's and another host's)")
+	idleConns := flag.Int("idle-conns", 0, "instead of faults: nodeha's resident memory on a host idle and with this many client connections open through its read-write endpoint, metrics on and scraped (the nodeha variant)")
 	report := flag.String("report", "", "print the table of these raw result files (comma-separated; a later file's fault and variant replace an earlier one's) and run nothing")
 	flag.Parse()
 	g, err := testcluster.GenerationOf(*spilo)
@@ -142,6 +148,25 @@ func run() error {
 		if err := os.WriteFile(*out, b, 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 		}
+	}
+	if *idleConns > 0 {
+		v := variant{Name: "nodeha", Env: []string{fmt.Sprintf("NODEHA_METRICS_LISTEN=:%d", metricsPort)}}
+		var m Memory
+		err := runVariant(ctx, v, g, *image, *overlay, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep,
+			func(ctx context.Context, c *testcluster.Cluster) (err error) {
+				m, err = runMemory(ctx, c, *idleConns)
+				return err
+			})
+		if err != nil {
+			return err
+		}
+		b, _ := json.MarshalIndent(map[string]any{"machine": machine(), "spilo": g.Tag, "image": *image, "started": started.UTC(), "memory": m}, "", "  ")
+		if err := os.WriteFile(*out, b, 0o644); err != nil {
+			return err
+		}
+		printMemory(os.Stdout, m)
+		fmt.Printf("\nraw results: %s; %s; took %v\n", *out, machine(), time.Since(started).Round(time.Second))
+		return nil
 	}
 	for _, v := range variants {
 		if !slices.Contains(strings.Split(*only, ","), v.Name) {
@@ -239,12 +264,17 @@ func runFaults(ctx context.Context, c *testcluster.Cluster, v variant, fs []faul
 	if err != nil {
 		return err
 	}
-	dsn := cli.DSN(strings.Split(c.Peers(), ","), 5432, "bench", "postgres", false, ca)
+	client := faults.MultiHost(cli.DSN(strings.Split(c.Peers(), ","), 5432, "bench", "postgres", false, ca))
+	if v.Endpoint {
+		client = faults.OneEndpoint(c, func(ip string) string {
+			return cli.EndpointDSN([]string{ip}, 5433, "bench", "postgres", ca)
+		})
+	}
 	n := 0
 	for _, f := range fs {
 		for i := 1; i <= trials; i++ {
 			n++
-			r := faults.Run(ctx, c, f, dsn, benchPassword, v.Name, n)
+			r := faults.Run(ctx, c, f, client, benchPassword, v.Name, n)
 			save(r)
 			fmt.Fprintf(os.Stderr, "%s %s #%d: pause %dms, whole %dms, acked %d, lost %d, overlaps %d %s\n",
 				v.Name, f.Name, i, r.PauseMS, r.WholeMS, r.Acked, r.Lost, len(r.Overlaps), r.Error)
