@@ -36,9 +36,9 @@ func report() health.Report {
 		Healthy: false, Reasons: []string{"patroni: synchronous mode but no synchronous standby yet"},
 		ReasonCodes: []string{"no_sync_standby"},
 		Name:        "pg1", Scope: "demo", Address: "10.0.0.1", Version: "v1.2.3",
-		Etcd:        &embedetcd.Status{HasQuorum: true, Leader: true, Members: []string{"pg1", "pg2", "pg3"}, Voters: 3},
-		Container:   spilo.ContainerStatus{Running: true, Restarts: 2, LastExitCode: &exit, StartedAt: time.Unix(1700000000, 0)},
-		Patroni:     &health.Patroni{Reachable: true, Role: "master", State: "running", Timeline: 3, LagBytes: 0, SyncStandbys: &one},
+		Etcd:      &embedetcd.Status{HasQuorum: true, Leader: true, Members: []string{"pg1", "pg2", "pg3"}, Voters: 3},
+		Container: spilo.ContainerStatus{Running: true, Restarts: 2, LastExitCode: &exit, StartedAt: time.Unix(1700000000, 0)},
+		Patroni:   &health.Patroni{Reachable: true, Role: "master", State: "running", Timeline: 3, LagBytes: 0, SyncStandbys: &one},
 		Endpoints: []endpoint.Stats{{Name: "rw", Open: 4, Accepted: 10, BytesToServer: 100, BytesToClient: 2000, RoutingChanges: 1,
 			Target: endpoint.Target{Member: "pg1", Addr: "10.0.0.1:5432"}}},
 	}
