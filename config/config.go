@@ -79,6 +79,8 @@ type Config struct {
 	ROPort               int           `envconfig:"NODEHA_RO_PORT" flag:"ro-port" default:"5434" desc:"the read-only client endpoint: every TCP connection is forwarded to a healthy replica, the primary when there is none (0 turns it off)"`
 	EndpointListen       string        `envconfig:"NODEHA_ENDPOINT_LISTEN" flag:"endpoint-listen" desc:"address the client endpoints listen on (default: every address, as PostgreSQL does)"`
 	MetricsListen        string        `envconfig:"NODEHA_METRICS_LISTEN" flag:"metrics-listen" default:"127.0.0.1:9272" desc:"host:port of the Prometheus metrics (nodeha's, the etcd member's and Patroni's for this host): plain HTTP on a loopback address; on any other address (an empty host is every address) HTTPS with the host's certificate, and scrapers must show a certificate from nodeha metrics-cert; off turns it off"`
+	VIP                  string        `envconfig:"NODEHA_VIP" flag:"vip" desc:"a floating IPv4 address with its prefix length (e.g. 10.0.0.100/24) that nodeha puts on this host while it is the primary, announced with gratuitous ARP, for clients that know one address (L2 networks; needs CAP_NET_ADMIN, which root has); empty: none"`
+	VIPInterface         string        `envconfig:"NODEHA_VIP_INTERFACE" flag:"vip-interface" desc:"interface the floating address goes on (default: the one with the advertise address)"`
 	ROMaxLagBytes        int           `envconfig:"NODEHA_RO_MAX_LAG" flag:"ro-max-lag" default:"16777216" desc:"the read-only endpoint's replicas are those at most this many bytes behind the primary"`
 	RestAPIPort          int           `envconfig:"NODEHA_RESTAPI_PORT" flag:"restapi-port" default:"8008" desc:"Patroni REST API port"`
 	TTL                  int           `envconfig:"NODEHA_TTL" flag:"ttl" default:"20" desc:"Patroni leader lease in seconds (seed: 45); applied when the cluster is bootstrapped"`
@@ -406,6 +408,17 @@ func (c *Config) Validate() error {
 		if _, err := ParseListen(c.MetricsListen); err != nil {
 			add("METRICS_LISTEN", "metrics-listen", "%v", err)
 		}
+	}
+	if c.VIP != "" {
+		if p, err := netip.ParsePrefix(c.VIP); err != nil {
+			add("VIP", "vip", "%q is not an address with a prefix length (e.g. 10.0.0.100/24)", c.VIP)
+		} else if !p.Addr().Is4() || p.Addr().IsLoopback() || p.Addr().IsUnspecified() || p.Addr().IsMulticast() || p.Bits() == 0 {
+			add("VIP", "vip", "%q: want a unicast IPv4 address and its network's prefix length (IPv6 cannot float: nodeha sends gratuitous ARP, not neighbour advertisements)", c.VIP)
+		} else if a := p.Addr().String(); a == c.AdvertiseIP.String() || slices.Contains(c.Peers, a) {
+			add("VIP", "vip", "%s is a host's own address: the floating address must be one no host has", a)
+		}
+	} else if c.VIPInterface != "" {
+		add("VIP_INTERFACE", "vip-interface", "is set but NODEHA_VIP is not")
 	}
 	if c.ROMaxLagBytes < 0 {
 		add("RO_MAX_LAG", "ro-max-lag", "%d is negative", c.ROMaxLagBytes)

@@ -59,6 +59,10 @@ func TestBadInput(t *testing.T) {
 		{"container name Docker refuses", map[string]string{"NODEHA_CONTAINER_NAME": "/bad name"}, "NODEHA_CONTAINER_NAME (--container-name): ", 2},
 		{"socket path too long", map[string]string{"NODEHA_SOCKET": "/run/" + strings.Repeat("s", 110)}, "longer than a unix socket path may be", 2},
 		{"data dir is a file", map[string]string{"NODEHA_DATA_DIR": notADir}, "NODEHA_DATA_DIR (--data-dir): ", 2},
+		{"metrics address not host:port", map[string]string{"NODEHA_METRICS_LISTEN": "9272"}, "NODEHA_METRICS_LISTEN (--metrics-listen): \"9272\" is not host:port (or off)", 2},
+		{"floating address IPv6", map[string]string{"NODEHA_VIP": "fd00::100/64"}, "NODEHA_VIP (--vip): \"fd00::100/64\": want a unicast IPv4 address", 2},
+		{"floating address a host's own", map[string]string{"NODEHA_VIP": "127.0.0.1/8"}, "NODEHA_VIP (--vip): ", 2},
+		{"floating address on no interface", map[string]string{"NODEHA_VIP": "10.254.0.100/24", "NODEHA_VIP_INTERFACE": "no-such-if0"}, "NODEHA_VIP_INTERFACE (--vip-interface): interface \"no-such-if0\"", 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -45,7 +45,7 @@ func TestCluster(t *testing.T) {
 		Hosts: 3, BaseDir: t.TempDir(), Scope: "e2e-cluster",
 		// Asynchronous, the recipe's mode (nodeha's default is synchronous:
 		// TestFaults, TestMembership, TestSystemd run it).
-		Env: []string{"NODEHA_PATRONI_DEAD_AFTER=30s", "NODEHA_SYNCHRONOUS=false"},
+		Env: []string{"NODEHA_PATRONI_DEAD_AFTER=30s", "NODEHA_SYNCHRONOUS=false", "NODEHA_VIP=" + addr(5, 100) + "/24"},
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -381,6 +381,51 @@ func TestCluster(t *testing.T) {
 		} else {
 			t.Logf("%s's read-write endpoint: %d routing changes, %d connections accepted, %d refused while there was no primary, %d closed by a change", via.Name, rw.RoutingChanges, rw.Accepted, rw.Refused, rw.ClosedOnChange)
 		}
+	})
+
+	// The floating address (NODEHA_VIP) is on the primary's host and no
+	// other; a client that dials it (verify-full: the address is in the
+	// certificate) lands on the primary, and after a switchover on the new
+	// one, the machine's ARP cache told by gratuitous ARP.
+	t.Run("FloatingIP", func(t *testing.T) {
+		vipAddr := addr(5, 100)
+		ca, err := c.CAFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dsn := fmt.Sprintf("postgresql://bench@%s:5432/postgres?sslmode=verify-full&sslrootcert=%s&connect_timeout=3", vipAddr, ca)
+		holds := func(leader *testcluster.Host) error {
+			for _, h := range c.Hosts {
+				rep, err := h.Health(ctx)
+				if err != nil {
+					return err
+				}
+				if rep.VIP == nil || rep.VIP.Error != "" || rep.VIP.Held != (h == leader) {
+					return fmt.Errorf("%s (primary %s): floating address %+v", h.Name, leader.Name, rep.VIP)
+				}
+			}
+			rec, at, err := whereAmI(dsn)
+			switch {
+			case err != nil:
+				return fmt.Errorf("connect to %s: %v", vipAddr, err)
+			case rec || at != vipAddr:
+				return fmt.Errorf("%s lands on a server in recovery %v at %s", vipAddr, rec, at)
+			}
+			return nil
+		}
+		leader := mustWhole(t, c, time.Minute)
+		eventually(t, 30*time.Second, func() error { return holds(leader) })
+		start := time.Now()
+		if out, err := leader.RunOnce(ctx, "switchover"); err != nil {
+			t.Fatalf("nodeha switchover: %v\n%s", err, out)
+		}
+		newLeader := mustWhole(t, c, time.Minute)
+		if newLeader == leader {
+			t.Fatalf("switchover left %s primary", leader.Name)
+		}
+		eventually(t, 30*time.Second, func() error { return holds(newLeader) })
+		t.Logf("the floating address moved from %s to %s and answers as the primary %.1fs after the switchover began",
+			leader.Name, newLeader.Name, time.Since(start).Seconds())
 	})
 
 	t.Run("KilledContainerComesBack", func(t *testing.T) {

@@ -58,9 +58,9 @@ func startPrometheus(t *testing.T, c *testcluster.Cluster, ip string) *prometheu
 		targets = append(targets, fmt.Sprintf("%q", fmt.Sprintf("%s:%d", h.IP, metricsPort)))
 	}
 	cfg := fmt.Sprintf(`global:
-  scrape_interval: 2s
-  scrape_timeout: 2s
-  evaluation_interval: 2s
+  scrape_interval: 3s
+  scrape_timeout: 3s
+  evaluation_interval: 3s
 rule_files: [/prom/alerts.yml]
 scrape_configs:
   - job_name: nodeha

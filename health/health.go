@@ -40,6 +40,17 @@ type Report struct {
 	Patroni     *Patroni              `json:"patroni,omitempty"`
 	// Endpoints are the client endpoints' routes and counters.
 	Endpoints []endpoint.Stats `json:"endpoints,omitempty"`
+	// VIP is the floating address (NODEHA_VIP), when there is one.
+	VIP *VIP `json:"vip,omitempty"`
+}
+
+// VIP is the floating address's state on this host.
+type VIP struct {
+	Address   string `json:"address"`
+	Interface string `json:"interface"`
+	Held      bool   `json:"held"`
+	Changes   int64  `json:"changes"` // holds and releases since nodeha started
+	Error     string `json:"error,omitempty"`
 }
 
 // Patroni is what the report says about the local Patroni.

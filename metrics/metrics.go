@@ -143,6 +143,7 @@ var (
 	descArchFail  = desc("nodeha_archive_failed_total", "Failed attempts to archive a WAL segment (pg_stat_archiver, primary only).")
 	descArchLast  = desc("nodeha_archive_last_archived_timestamp_seconds", "When the last WAL segment was archived (Unix time; primary only).")
 	descArchFLast = desc("nodeha_archive_last_failed_timestamp_seconds", "When archiving last failed (Unix time; primary only).")
+	descVIP       = desc("nodeha_vip_held", "1 while this host holds the floating address (NODEHA_VIP).", "address")
 	descScrapeErr = desc("nodeha_scrape_error", "1 for each source this scrape could not read, by source.", "source")
 )
 
@@ -238,6 +239,9 @@ func collectReport(r health.Report, gauge, counter emit) {
 			}
 		}
 	}
+	if v := r.VIP; v != nil {
+		gauge(descVIP, b2f(v.Held), v.Address)
+	}
 	for _, e := range r.Endpoints {
 		gauge(descEPOpen, float64(e.Open), e.Name)
 		counter(descEPAcc, float64(e.Accepted), e.Name)
@@ -288,7 +292,9 @@ func Listen(addr string, tlsConfig *tls.Config, g prometheus.Gatherer, log *slog
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{
-		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// A scrape the scraper gave up on fails every family it had
+		// left: a line each, so only at debug level.
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ErrorHandling: promhttp.ContinueOnError,
 		// One scrape at a time: a scrape reads etcd, Patroni and
 		// PostgreSQL; a crowd of scrapers must not multiply that.

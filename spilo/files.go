@@ -219,6 +219,10 @@ func writeTLS(cfg *config.Config) error {
 			ips = append(ips, ip)
 		}
 	}
+	// And the floating address (NODEHA_VIP), which lands on the primary.
+	if p, err := netip.ParsePrefix(cfg.VIP); err == nil && !slices.Contains(ips, p.Addr()) {
+		ips = append(ips, p.Addr())
+	}
 	if err := cfg.Identity.EnsureHost(f, cfg.AdvertiseIP.String(), ips); err != nil {
 		return err
 	}

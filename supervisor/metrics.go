@@ -34,7 +34,7 @@ func (n *Node) startMetrics() error {
 		}
 	}
 	g := metrics.Gatherer(metrics.Sources{
-		Report:  n.Report,
+		Report:  n.recentReport,
 		Assists: n.assists.snapshot,
 		Archive: n.archive,
 		Patroni: n.pc.Metrics,

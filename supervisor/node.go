@@ -51,7 +51,11 @@ type Node struct {
 	hs        *health.Server
 	endpoints *endpoints
 	metrics   *metrics.Server
-	assists   assistCounts
+	// lastReport is the latest report built for the loops and metrics
+	// (see recentReport).
+	lastReport atomic.Pointer[health.Report]
+	vip        *vipHolder // nil without NODEHA_VIP
+	assists    assistCounts
 
 	// Helpers that use the etcd member stop before it closes (a read on a
 	// closed member panics).
@@ -98,6 +102,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, notify Notif
 	}
 	if err := checkLocalAddress(cfg.AdvertiseIP); err != nil {
 		return nil, err
+	}
+	if v, err := newVIP(cfg); err != nil {
+		return nil, err
+	} else if v != nil {
+		n.vip = &vipHolder{v: v}
 	}
 	dc, err := NewDocker(ctx, cfg)
 	if err != nil {
@@ -217,6 +226,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startMetrics(); err != nil {
 		return err
 	}
+	if n.vip != nil {
+		n.goHelper(func(ctx context.Context) {
+			select {
+			case <-n.member.Ready():
+				n.holdVIP(ctx)
+			case <-ctx.Done():
+			}
+		})
+	}
 	n.mem = &members{cfg: cfg, member: n.member, etcd: n.member.Client(), clientTLS: n.clientTLS, runner: n.runner, pc: n.pc, log: log}
 	n.leaveFn = n.mem.Leave
 	acts := health.Actions{Leave: n.Leave, Remove: n.Remove, Snapshot: n.Snapshot, Cluster: n.Cluster}
@@ -238,12 +256,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		case <-ctx.Done():
 		}
 	})
-	n.goHelper(func(ctx context.Context) { statusLoop(ctx, n.notify, n.Report) })
+	n.goHelper(func(ctx context.Context) { statusLoop(ctx, n.notify, n.recentReport) })
 	// This host's status for the cluster view, and the failover record.
 	n.goHelper(func(ctx context.Context) {
 		select {
 		case <-n.member.Ready():
-			publishLoop(ctx, n.member.Client(), cfg.Scope, cfg.Name, n.Report, log)
+			publishLoop(ctx, n.member.Client(), cfg.Scope, cfg.Name, n.recentReport, log)
 		case <-ctx.Done():
 		}
 	})
@@ -459,8 +477,25 @@ func (n *Node) Report(ctx context.Context) health.Report {
 	defer n.gate.exit()
 	rep := buildReport(ctx, n.cfg, n.member, n.runner, n.pc, n.pw.notAnsweringSince)
 	rep.Endpoints = n.endpoints.stats()
+	rep.VIP = n.vip.status()
 	return rep
 }
+
+// recentReport is a report at most reportMaxAge old: the status line, the
+// published status and the metrics share one observation (each report
+// asks Patroni twice and etcd once) instead of each making its own. GET
+// /health on the socket always builds a new one.
+func (n *Node) recentReport(ctx context.Context) health.Report {
+	if p := n.lastReport.Load(); p != nil && time.Since(p.Time) < reportMaxAge {
+		return *p
+	}
+	rep := n.Report(ctx)
+	n.lastReport.Store(&rep)
+	return rep
+}
+
+// reportMaxAge: the published status (every 2 s) refreshes it.
+const reportMaxAge = 3 * time.Second
 
 // Close stops the node; it is idempotent. Shutdown order:
 //  1. the gate: socket actions and reports that use etcd end, and new
@@ -485,6 +520,14 @@ func (n *Node) Close() error {
 		}
 		n.helpers.Wait()
 		n.endpoints.close()
+		if n.vip != nil && n.vip.held.Load() && n.mode != spilo.LeaveRunning {
+			// The container stops next and Patroni hands over (detached
+			// for an upgrade, PostgreSQL stays the primary: so does the
+			// address).
+			if err := n.vip.v.Release(); err != nil {
+				n.log.Warn("floating address", "err", err)
+			}
+		}
 		if n.metrics != nil {
 			n.metrics.Close()
 		}

@@ -289,7 +289,9 @@ func (h *Host) StartNodeha(ctx context.Context, args ...string) error {
 		_, err := Docker(ctx, "start", h.Nodeha)
 		return err
 	}
-	run := []string{"run", "-d", "--name", h.Nodeha, "--network", "container:" + h.Holder,
+	// NET_ADMIN: what a floating address (NODEHA_VIP) needs; root on a
+	// real host has it.
+	run := []string{"run", "-d", "--name", h.Nodeha, "--network", "container:" + h.Holder, "--cap-add", "NET_ADMIN",
 		"--label", "io.nodeha.testcluster=" + h.c.Opts.Prefix,
 		"-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", h.Dir + ":" + h.Dir}
 	for _, e := range h.Env() {
