@@ -79,6 +79,8 @@ func TestCluster(t *testing.T) {
 			"shared_buffers": "102MB", "max_connections": "200", "wal_keep_size": "1600MB",
 			"archive_timeout": "30min", "cluster_name": "e2e-cluster", "ssl": "on",
 			"log_filename": "postgresql.log", "max_stack_depth": "7MB",
+			// No local WAL archive without a backup target.
+			"archive_mode": "on", "archive_command": "/bin/true",
 		}
 		for _, h := range c.Hosts {
 			for k, v := range want {
@@ -86,6 +88,22 @@ func TestCluster(t *testing.T) {
 					t.Errorf("%s: show %s = %q (%v), want %q", h.Name, k, got, err, v)
 				}
 			}
+		}
+		// The archiver runs and keeps nothing: wal_archive/ stays empty
+		// while segments are archived.
+		leader := mustWhole(t, c, time.Minute)
+		for i := 0; i < 3; i++ {
+			mustPsql(t, leader, "select pg_switch_wal() from (select txid_current()) x")
+		}
+		eventually(t, 30*time.Second, func() error {
+			n, err := leader.Psql(ctx, "select archived_count from pg_stat_archiver")
+			if err != nil || n == "0" {
+				return fmt.Errorf("archived_count %q (%v), want segments archived", n, err)
+			}
+			return nil
+		})
+		if files, err := os.ReadDir(filepath.Join(leader.Dir, "postgresql", "wal_archive")); err != nil || len(files) != 0 {
+			t.Errorf("wal_archive/ on the primary: %d files (%v), want none", len(files), err)
 		}
 	})
 

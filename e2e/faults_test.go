@@ -4,7 +4,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -154,6 +157,53 @@ func TestFaults(t *testing.T) {
 		}
 	})
 
+	// nodeha status --cluster during a failover (a dead primary host) and
+	// after it: not whole while the host is down, naming it; then whole,
+	// matching patronictl list and etcd's members on every host, with the
+	// failover recorded.
+	t.Run("StatusClusterThroughAFailover", func(t *testing.T) {
+		old := mustWhole(t, c, 3*time.Minute)
+		if _, err := testcluster.Docker(ctx, "kill", old.Holder, old.Nodeha, old.Spilo); err != nil {
+			t.Fatal(err)
+		}
+		var survivor *testcluster.Host
+		for _, h := range c.Hosts {
+			if h != old {
+				survivor = h
+				break
+			}
+		}
+		eventually(t, 90*time.Second, func() error {
+			v := clusterView(t, c, survivor, false)
+			if v.Whole || v.Leader == "" || v.Leader == old.Name || !strings.Contains(strings.Join(v.Problems, "; "), old.Name) {
+				return fmt.Errorf("during the failover, from %s: whole %v, leader %q, problems %v; want not whole, a new leader, %s named", survivor.Name, v.Whole, v.Leader, v.Problems, old.Name)
+			}
+			return nil
+		})
+		if _, err := testcluster.Docker(ctx, "start", old.Holder); err != nil {
+			t.Fatal(err)
+		}
+		if err := old.StartNodeha(ctx); err != nil {
+			t.Fatal(err)
+		}
+		leader := mustWhole(t, c, 3*time.Minute)
+		eventually(t, time.Minute, func() error {
+			for _, h := range c.Hosts {
+				if v := clusterView(t, c, h, false); !v.Whole {
+					return fmt.Errorf("%s: not whole yet: %v", h.Name, v.Problems)
+				}
+			}
+			return nil
+		})
+		for _, h := range c.Hosts {
+			v := clusterView(t, c, h, true)
+			checkClusterView(t, c, h, v, leader)
+			if f := v.LastFailover; f == nil || f.From != old.Name || f.To != leader.Name {
+				t.Errorf("%s: last failover %+v, want from %s to %s", h.Name, f, old.Name, leader.Name)
+			}
+		}
+	})
+
 	// After the faults: every series the shipped alert rules and dashboard
 	// use has been scraped, the assist's actions were counted, and the
 	// host-down alert fires for a killed host.
@@ -171,6 +221,33 @@ func TestFaults(t *testing.T) {
 				t.Errorf("%s (used by the alert rules or the dashboard) was never scraped", n)
 			}
 		}
+		// Every query of the dashboard runs on the real Prometheus, and
+		// all but the archive-failure ones find data.
+		var dash struct {
+			Panels []struct {
+				Title   string
+				Targets []struct{ Expr string }
+			}
+		}
+		b, err := os.ReadFile(filepath.Join(repoRoot, "monitoring", "grafana-dashboard.json"))
+		if err != nil || json.Unmarshal(b, &dash) != nil {
+			t.Fatalf("grafana-dashboard.json: %v", err)
+		}
+		vars := strings.NewReplacer("$job", "nodeha", "$scope", c.Opts.Scope, "$__rate_interval", "1m")
+		queries, empty := 0, 0
+		for _, p := range dash.Panels {
+			for _, q := range p.Targets {
+				queries++
+				ss, err := prom.query(ctx, vars.Replace(q.Expr))
+				if err != nil {
+					t.Errorf("dashboard panel %q: %s: %v", p.Title, q.Expr, err)
+				} else if len(ss) == 0 && !strings.Contains(q.Expr, "archive_failed") && !strings.Contains(q.Expr, "refused") {
+					empty++
+					t.Logf("dashboard panel %q: no data for %s", p.Title, q.Expr)
+				}
+			}
+		}
+		t.Logf("dashboard: %d queries, %d without data", queries, empty)
 		ss, err := prom.query(ctx, "sum(max_over_time(nodeha_failover_assist_releases_total[1h]))")
 		if err != nil || len(ss) != 1 || ss[0].Value < 1 {
 			t.Errorf("failover assist releases counted across the faults: %v %v, want at least 1", ss, err)

@@ -31,6 +31,9 @@ const (
 	ContainerCertDir = ContainerRunDir + "/certs"
 )
 
+// NoArchive is the archive_command of a cluster with no backup target.
+const NoArchive = "/bin/true"
+
 // Render returns this host's postgres.yml: the seed configuration with its
 // placeholders filled from cfg, then the overlay file (if any) deep-merged
 // over it. cfg must have been validated.
@@ -126,6 +129,15 @@ func renderMap(cfg *config.Config) (map[string]any, error) {
 	if cfg.Synchronous { // Patroni's default is off, the seed's mode
 		dcs["synchronous_mode"] = true
 	}
+	// No WAL archive without a backup target (README, WAL archive). The
+	// recipe's archive_command copied every segment into wal_archive/ on
+	// the disk PGDATA is on, for ever: no backup (same disk), nothing
+	// prunes it, and it fills the disk until the primary stops. What
+	// Spilo itself renders with no backup configured: archive_mode stays
+	// on (a backup target later is a reload, not a restart) and the
+	// command keeps nothing. Only for a new cluster (bootstrap.dcs); an
+	// overlay may set its own.
+	path(path(dcs, "postgresql"), "parameters")["archive_command"] = NoArchive
 
 	hosts := make([]any, 0, len(cfg.Peers))
 	for _, h := range cfg.EtcdHosts() {

@@ -145,6 +145,14 @@ func TestRenderIsFaithfulToSeed(t *testing.T) {
 	if params["password_encryption"] != "scram-sha-256" || params["bg_mon.listen_address"] != "127.0.0.1" {
 		t.Errorf("password_encryption %v, bg_mon.listen_address %v", params["password_encryption"], params["bg_mon.listen_address"])
 	}
+	// No local WAL archive without a backup target (README, WAL archive):
+	// archive_mode stays on, the command keeps nothing.
+	dcsParams := got["bootstrap"].(map[string]any)["dcs"].(map[string]any)["postgresql"].(map[string]any)["parameters"].(map[string]any)
+	if dcsParams["archive_command"] != spilo.NoArchive || dcsParams["archive_mode"] != "on" {
+		t.Errorf("archive_command %v, archive_mode %v; want %s and on", dcsParams["archive_command"], dcsParams["archive_mode"], spilo.NoArchive)
+	}
+	delete(dcsParams, "archive_command")
+	delete(want["bootstrap"].(map[string]any)["dcs"].(map[string]any)["postgresql"].(map[string]any)["parameters"].(map[string]any), "archive_command")
 	delete(pg, "pg_hba")
 	delete(wantPG, "pg_hba")
 	delete(params, "password_encryption")

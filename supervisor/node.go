@@ -253,6 +253,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			log.Info("etcd member ready", "status", n.member.Status())
 			n.notify.Ready()
 			n.mem.register(ctx)
+			warnLocalArchive(ctx, n.member.Client(), cfg.Scope, log)
 		case <-ctx.Done():
 		}
 	})

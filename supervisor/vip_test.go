@@ -20,3 +20,21 @@ func TestWantVIP(t *testing.T) {
 		}
 	}
 }
+
+func TestRecipeArchiveIsTold(t *testing.T) {
+	recipe := `{"postgresql":{"parameters":{"archive_command":"test ! -f /var/lib/postgresql/data/wal_archive/%f && cp %p /var/lib/postgresql/data/wal_archive/%f","archive_mode":"on"}}}`
+	for _, tc := range []struct {
+		config string
+		want   bool
+	}{
+		{recipe, true},
+		{`{"postgresql":{"parameters":{"archive_command":"/bin/true"}}}`, false},
+		{`{"postgresql":{"parameters":{"archive_command":"envdir /run/etc/wal-e.d/env wal-g wal-push \"%p\""}}}`, false},
+		{`{"ttl":20}`, false},
+		{`not json`, false},
+	} {
+		if got := recipeArchive(archiveCommand([]byte(tc.config))); got != tc.want {
+			t.Errorf("%s: recipe's archive %v, want %v", tc.config, got, tc.want)
+		}
+	}
+}

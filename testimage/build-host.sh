@@ -8,7 +8,8 @@
 # unit), cloud-init (schema of the user-data) and Debian's Prometheus
 # (promtool checks the alert rules; prometheus scrapes the test hosts in the
 # metrics test, its service masked so systemd hosts do not start it), so CI
-# needs none of them.
+# needs none of them; and Debian's HAProxy (masked too), which the
+# benchmark puts beside nodeha's client endpoint for comparison.
 #
 # There is no dockerd in it: hosts use the machine's engine through the
 # mounted socket, and host/docker.service is a stub standing in for Debian's
@@ -80,9 +81,9 @@ echo "== apt-get install cloud-init"
 # python3-jsonschema: `cloud-init schema` validates with it (a Recommends).
 in_root apt-get install -y -q --no-install-recommends cloud-init python3-jsonschema
 
-echo "== apt-get install prometheus"
-in_root apt-get install -y -q --no-install-recommends prometheus
-in_root systemctl mask prometheus.service >/dev/null
+echo "== apt-get install prometheus haproxy"
+in_root apt-get install -y -q --no-install-recommends prometheus haproxy
+in_root systemctl mask prometheus.service haproxy.service >/dev/null
 
 echo "== configure systemd and cloud-init for a container"
 install -m 0644 "$HERE/host/docker.service" "$ROOT/etc/systemd/system/docker.service"
@@ -107,6 +108,7 @@ in_root systemd --version | head -1
 in_root cloud-init --version
 in_root python3 -c 'import jsonschema'
 in_root promtool --version | head -1
+in_root haproxy -v | head -1
 
 echo "== trim"
 in_root apt-get clean

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -14,7 +16,7 @@ import (
 
 // PathThroughput is one pgbench round over one path to the primary.
 type PathThroughput struct {
-	Path    string  `json:"path"` // direct, endpoint (the primary's host), endpoint-other (another host's)
+	Path    string  `json:"path"` // direct, endpoint (the primary's host), endpoint-other (another host's), haproxy (HAProxy in TCP mode at an address of its own)
 	Mode    string  `json:"mode"` // tpcb or select
 	Clients int     `json:"clients"`
 	Round   int     `json:"round"`
@@ -23,7 +25,7 @@ type PathThroughput struct {
 	LatencyMS float64 `json:"latency_ms"`
 }
 
-var paths = []string{"direct", "endpoint", "endpoint-other"}
+var paths = []string{"direct", "endpoint", "endpoint-other", "haproxy"}
 
 // runEndpointPgbench measures what the read-write endpoint costs: pgbench
 // (TPC-B-like and select-only) from inside the primary's container, over
@@ -31,7 +33,13 @@ var paths = []string{"direct", "endpoint", "endpoint-other"}
 // PostgreSQL's port on the primary's address, through the primary host's
 // own endpoint, and through another host's endpoint; rounds interleaved
 // so drift on a shared machine hits every path alike.
-func runEndpointPgbench(ctx context.Context, c *testcluster.Cluster, clients []int, rounds, seconds int, save func(PathThroughput)) error {
+//
+// For scale, the same through HAProxy (Debian's, from haproxyImage; TCP
+// mode, what autobase and Pigsty put in front of Patroni) in a container of
+// its own on the cluster's network, forwarding to the primary: when
+// HAProxy costs as much, the cost is the extra hop on this machine, not
+// nodeha's forwarding.
+func runEndpointPgbench(ctx context.Context, c *testcluster.Cluster, clients []int, rounds, seconds int, haproxyImage string, save func(PathThroughput)) error {
 	leader, err := c.WaitWhole(ctx, 4*time.Minute)
 	if err != nil {
 		return err
@@ -57,10 +65,15 @@ func runEndpointPgbench(ctx context.Context, c *testcluster.Cluster, clients []i
 	if _, err := c.WaitWhole(ctx, 4*time.Minute); err != nil {
 		return err
 	}
+	haproxyIP, stop, err := startHAProxy(ctx, c, haproxyImage, leader.IP)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	target := map[string]struct {
 		host string
 		port int
-	}{"direct": {leader.IP, 5432}, "endpoint": {leader.IP, 5433}, "endpoint-other": {other.IP, 5433}}
+	}{"direct": {leader.IP, 5432}, "endpoint": {leader.IP, 5433}, "endpoint-other": {other.IP, 5433}, "haproxy": {haproxyIP, 5435}}
 	for r := 1; r <= rounds; r++ {
 		for _, mode := range []string{"tpcb", "select"} {
 			for _, n := range clients {
@@ -122,4 +135,43 @@ func printPathThroughput(w *os.File, rs []PathThroughput) {
 		}
 	}
 	tw.Flush()
+}
+
+// startHAProxy runs HAProxy in TCP mode on address .200 of c's network,
+// forwarding port 5435 to primary:5432.
+func startHAProxy(ctx context.Context, c *testcluster.Cluster, image, primary string) (string, func(), error) {
+	pfx, err := netip.ParsePrefix(c.Opts.Subnet)
+	if err != nil {
+		return "", nil, err
+	}
+	a := pfx.Masked().Addr().As4()
+	a[3] = 200
+	ip := netip.AddrFrom4(a).String()
+	cfg := fmt.Sprintf(`global
+  maxconn 4000
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 1h
+  timeout server 1h
+listen postgres
+  bind :5435
+  server primary %s:5432
+`, primary)
+	name := c.Opts.Prefix + "-haproxy"
+	testcluster.Docker(ctx, "rm", "-f", name)
+	if out, err := testcluster.Docker(ctx, "run", "-d", "--name", name, "--network", c.Network(), "--ip", ip,
+		"--entrypoint", "sh", image, "-c", `printf '%s' "$1" > /tmp/haproxy.cfg && exec haproxy -f /tmp/haproxy.cfg`, "sh", cfg); err != nil {
+		return "", nil, fmt.Errorf("haproxy: %v: %s", err, out)
+	}
+	stop := func() { testcluster.Docker(context.Background(), "rm", "-f", name) }
+	for i := 0; i < 50; i++ {
+		if conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "5435"), time.Second); err == nil {
+			conn.Close()
+			return ip, stop, nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	stop()
+	return "", nil, fmt.Errorf("haproxy at %s:5435 does not answer", ip)
 }

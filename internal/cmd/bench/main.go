@@ -64,6 +64,8 @@ func run() error {
 	pgbenchSeconds := flag.Int("pgbench-seconds", 20, "seconds per pgbench round")
 	viaEndpoint := flag.Bool("pgbench-endpoint", false, "with -pgbench: compare, on the nodeha variant, pgbench straight to the primary with pgbench through the read-write endpoint (the primary's host's and another host's)")
 	idleConns := flag.Int("idle-conns", 0, "instead of faults: nodeha's resident memory on a host idle and with this many client connections open through its read-write endpoint, metrics on and scraped (the nodeha variant)")
+	haproxyImage := flag.String("haproxy-image", "nodeha-host-test:bookworm", "with -pgbench-endpoint: the image with Debian's HAProxy for the comparison path (make image builds it)")
+	walGrowth := flag.Duration("wal-growth", 0, "instead of faults: run the benchmark's writer this long on the nodeha variant and measure how fast the primary's local WAL archive grows")
 	report := flag.String("report", "", "print the table of these raw result files (comma-separated; a later file's fault and variant replace an earlier one's) and run nothing")
 	flag.Parse()
 	g, err := testcluster.GenerationOf(*spilo)
@@ -149,6 +151,30 @@ func run() error {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 		}
 	}
+	if *walGrowth > 0 {
+		// The recipe's archive_command, which nodeha no longer renders,
+		// through an overlay: the generation's plus that one key.
+		recipeOverlay, err := withRecipeArchive(*overlay, tmp)
+		if err != nil {
+			return err
+		}
+		v := variant{Name: "nodeha"}
+		var wg WALGrowth
+		err = runVariant(ctx, v, g, *image, recipeOverlay, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep,
+			func(ctx context.Context, c *testcluster.Cluster) (err error) {
+				wg, err = runWALGrowth(ctx, c, *walGrowth)
+				return err
+			})
+		if err != nil {
+			return err
+		}
+		b, _ := json.MarshalIndent(map[string]any{"machine": machine(), "spilo": g.Tag, "image": *image, "started": started.UTC(), "wal_growth": wg}, "", "  ")
+		if err := os.WriteFile(*out, b, 0o644); err != nil {
+			return err
+		}
+		printWALGrowth(os.Stdout, wg)
+		return nil
+	}
 	if *idleConns > 0 {
 		v := variant{Name: "nodeha", Env: []string{fmt.Sprintf("NODEHA_METRICS_LISTEN=:%d", metricsPort)}}
 		var m Memory
@@ -182,7 +208,7 @@ func run() error {
 		}
 		if *pgbenchRounds > 0 && *viaEndpoint {
 			work = func(ctx context.Context, c *testcluster.Cluster) error {
-				return runEndpointPgbench(ctx, c, clients, *pgbenchRounds, *pgbenchSeconds, savePath)
+				return runEndpointPgbench(ctx, c, clients, *pgbenchRounds, *pgbenchSeconds, *haproxyImage, savePath)
 			}
 		}
 		if err := runVariant(ctx, v, g, *image, *overlay, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep, work); err != nil {
