@@ -66,8 +66,12 @@ func run() error {
 	idleConns := flag.Int("idle-conns", 0, "instead of faults: nodeha's resident memory on a host idle and with this many client connections open through its read-write endpoint, metrics on and scraped (the nodeha variant)")
 	haproxyImage := flag.String("haproxy-image", "nodeha-host-test:bookworm", "with -pgbench-endpoint: the image with Debian's HAProxy for the comparison path (make image builds it)")
 	walGrowth := flag.Duration("wal-growth", 0, "instead of faults: run the benchmark's writer this long on the nodeha variant and measure how fast the primary's local WAL archive grows")
+	extraEnv := flag.String("env", "", "extra environment of every nodeha (comma-separated K=V, e.g. GOMAXPROCS=1), for experiments")
 	report := flag.String("report", "", "print the table of these raw result files (comma-separated; a later file's fault and variant replace an earlier one's) and run nothing")
 	flag.Parse()
+	if *extraEnv != "" {
+		benchEnv = strings.Split(*extraEnv, ",")
+	}
 	g, err := testcluster.GenerationOf(*spilo)
 	if err != nil {
 		return fmt.Errorf("-spilo: %w", err)
@@ -244,6 +248,9 @@ func flagGiven(name string) bool {
 	return given
 }
 
+// benchEnv is -env.
+var benchEnv []string
+
 // benchPassword is the bench role's (the writer's) password.
 const benchPassword = "bench-pw"
 
@@ -253,7 +260,7 @@ func runVariant(ctx context.Context, v variant, g testcluster.Generation, image,
 	c, err := testcluster.New(testcluster.Options{
 		Prefix: "nodeha-bench", Subnet: "172.28.8.0/24", Hosts: 3, BaseDir: dir,
 		NodehaImage: "nodeha-bench:latest", SpiloImage: image, Overlay: overlay,
-		Scope: "bench", Env: append([]string{"NODEHA_PG_VERSION=" + g.PGVersion}, v.Env...),
+		Scope: "bench", Env: append(append([]string{"NODEHA_PG_VERSION=" + g.PGVersion}, v.Env...), benchEnv...),
 	})
 	if err != nil {
 		return err
