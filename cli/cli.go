@@ -293,6 +293,23 @@ func printStatus(w io.Writer, r health.Report) {
 			fmt.Fprintf(w, "patroni   %s, %s, timeline %d, %s\n", p.Role, p.State, p.Timeline, lag)
 		}
 	}
+	for _, e := range r.Endpoints {
+		target := "no target (connections refused)"
+		if e.Target.Addr != "" {
+			target = "-> " + e.Target.Member + " (" + e.Target.Addr + ")"
+		}
+		fmt.Fprintf(w, "endpoint  %s on %s %s, %d open, %d routing changes\n", e.Name, e.Listen, target, e.Open, e.RoutingChanges)
+	}
+	if v := r.VIP; v != nil {
+		held := "not held"
+		if v.Held {
+			held = "held here"
+		}
+		if v.Error != "" {
+			held += ", error: " + v.Error
+		}
+		fmt.Fprintf(w, "vip       %s on %s %s\n", v.Address, v.Interface, held)
+	}
 }
 
 func cmdRender(args []string, stdout, stderr io.Writer) error {

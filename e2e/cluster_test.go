@@ -302,6 +302,16 @@ func TestCluster(t *testing.T) {
 				t.Errorf("%s: patroni role %q, want %q", h.Name, rep.Patroni.Role, wantRole)
 			}
 		}
+		// The summary names the endpoints' targets and the floating address.
+		out, err := exec.Command(nodehaBin, "status", "--socket", leader.Socket()).Output()
+		if err != nil {
+			t.Fatalf("nodeha status: %v\n%s", err, out)
+		}
+		for _, want := range []string{"endpoint  rw on :5433 -> " + leader.Name, "endpoint  ro on :5434 -> ", "vip       " + addr(5, 100) + "/24 on "} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("nodeha status on %s lacks %q:\n%s", leader.Name, want, out)
+			}
+		}
 		// Unhealthy or unreachable exits non-zero.
 		if err := exec.Command(nodehaBin, "status", "--socket", "/nonexistent/nodeha.sock").Run(); err == nil {
 			t.Error("status against a missing socket exited 0")
