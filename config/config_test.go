@@ -524,6 +524,13 @@ func TestValidateRefusesWhatCannotWork(t *testing.T) {
 		{"socket path too long", []string{"--socket=" + long}, "NODEHA_SOCKET (--socket): ", "longer than a unix socket path may be"},
 		{"data dir is a file", []string{"--data-dir=" + file}, "NODEHA_DATA_DIR (--data-dir): ", "is not a directory"},
 		{"unknown socket group", []string{"--socket-group=no-such-group-xyz"}, "NODEHA_SOCKET_GROUP (--socket-group): ", `"no-such-group-xyz": no such group`},
+		{"metrics address without a port", []string{"--metrics-listen=127.0.0.1"}, "NODEHA_METRICS_LISTEN (--metrics-listen): ", `"127.0.0.1" is not host:port (or off)`},
+		{"metrics address a name", []string{"--metrics-listen=localhost:9272"}, "NODEHA_METRICS_LISTEN (--metrics-listen): ", `"localhost" is not an IP address`},
+		{"metrics port taken", []string{"--metrics-listen=127.0.0.1:5432"}, "NODEHA_METRICS_LISTEN (--metrics-listen): ", "5432 is also NODEHA_POSTGRES_PORT"},
+		{"floating address without prefix", []string{"--vip=10.0.0.100"}, "NODEHA_VIP (--vip): ", "is not an address with a prefix length"},
+		{"floating address IPv6", []string{"--vip=fd00::1/64"}, "NODEHA_VIP (--vip): ", "want a unicast IPv4 address"},
+		{"floating address a peer's", []string{"--vip=10.0.0.2/24"}, "NODEHA_VIP (--vip): ", "is a host's own address"},
+		{"floating interface alone", []string{"--vip-interface=eth0"}, "NODEHA_VIP_INTERFACE (--vip-interface): ", "is set but NODEHA_VIP is not"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
