@@ -397,6 +397,16 @@ func TestCluster(t *testing.T) {
 		if lost, err := faults.Missing(ctx, newLeader, endpointTrial, acks); err != nil || lost > 0 {
 			t.Errorf("%d of %d acknowledged rows missing on %s (%v)", lost, len(acks), newLeader.Name, err)
 		}
+		// Plain psql, knowing that one host: lands on the new primary.
+		// (The password from docker's environment, not its arguments.)
+		psql := exec.CommandContext(ctx, "docker", "exec", "-e", "PGPASSWORD", "-u", "postgres", via.Spilo, "psql", "-XAtq",
+			fmt.Sprintf("host=%s port=5433 user=bench dbname=postgres sslmode=verify-full sslrootcert=/run/etcd-tls/ca.crt", via.IP),
+			"-c", "select not pg_is_in_recovery(), host(inet_server_addr())")
+		psql.Env = append(os.Environ(), "PGPASSWORD="+appPassword)
+		b, err := psql.CombinedOutput()
+		if out := strings.TrimSpace(string(b)); err != nil || out != "t|"+newLeader.IP {
+			t.Errorf("psql -h %s -p 5433: %q (%v), want the primary %s", via.IP, out, err, newLeader.IP)
+		}
 		rep, err := via.Health(ctx)
 		if err != nil || len(rep.Endpoints) != 2 {
 			t.Fatalf("%s: endpoints in the report: %v %+v", via.Name, err, rep.Endpoints)

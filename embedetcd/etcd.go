@@ -239,23 +239,38 @@ type Status struct {
 	Voters    int      `json:"voters"`
 	HasQuorum bool     `json:"has_quorum"`
 	Ready     bool     `json:"ready"`
+	// Removed: this member is no longer in the cluster's membership (it
+	// left, or was removed); what it sees is not the cluster's.
+	Removed bool `json:"removed,omitempty"`
+}
+
+// learner reports whether this member is a learner, and whether it is in
+// the membership at all. (etcd's own IsLearner panics once the local
+// member has been removed, which a leave does while helpers still ask.)
+func (m *Member) learner() (learner, present bool) {
+	s := m.etcd.Server
+	if mem := s.Cluster().Member(s.MemberID()); mem != nil {
+		return mem.IsLearner, true
+	}
+	return false, false
 }
 
 // Status reads the member's state from the running server.
 func (m *Member) Status() Status {
 	s := m.etcd.Server
-	st := Status{ID: s.MemberID().String(), Name: m.etcd.Config().Name, Learner: s.IsLearner()}
+	learner, present := m.learner()
+	st := Status{ID: s.MemberID().String(), Name: m.etcd.Config().Name, Learner: learner, Removed: !present}
 	select {
 	case <-s.ReadyNotify():
 		st.Ready = true
 	default:
 	}
 	lead := s.Leader()
-	if lead != 0 {
+	if lead != 0 && present {
 		st.LeaderID = lead.String()
 		st.HasQuorum = true
 	}
-	st.Leader = lead == s.MemberID()
+	st.Leader = lead == s.MemberID() && present
 	for _, mem := range s.Cluster().Members() {
 		st.Members = append(st.Members, mem.Name)
 		if !mem.IsLearner {

@@ -298,7 +298,7 @@ func initialCluster(members []memberInfo) string {
 func (m *Member) Promote(ctx context.Context, clientTLS *tls.Config, log *slog.Logger) error {
 	s := m.etcd.Server
 	for {
-		if !s.IsLearner() {
+		if learner, present := m.learner(); !learner || !present {
 			return nil
 		}
 		var endpoints []string

@@ -94,6 +94,22 @@ func TestJoinAsLearnerThenPromote(t *testing.T) {
 	if st := ma.Status(); len(st.Members) != 2 {
 		t.Fatalf("a refused join changed the membership: %v", st.Members)
 	}
+
+	// Removed from the membership (as a leave does), the member still
+	// answers Status and says so: etcd's own IsLearner panics there, and
+	// nodeha's helpers ask while a leave runs.
+	bid, err := strconv.ParseUint(mb.Status().ID, 16, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (etcd refuses while the new voter has not been active long enough.)
+	for _, err := ma.Client().MemberRemove(ctx, bid); err != nil; _, err = ma.Client().MemberRemove(ctx, bid) {
+		if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	waitStatus(mb, "the removed member says so", func(s embedetcd.Status) bool { return s.Removed && !s.HasQuorum && !s.Leader })
 }
 
 func TestSnapshotKeepsTheNewest(t *testing.T) {
