@@ -53,19 +53,27 @@ func InterfaceOf(ip netip.Addr) (string, error) {
 		return "", err
 	}
 	for _, ifi := range ifs {
-		addrs, err := ifi.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				if x, ok := netip.AddrFromSlice(n.IP); ok && x.Unmap() == ip {
-					return ifi.Name, nil
-				}
-			}
+		if has, _ := hasAddr(&ifi, ip); has {
+			return ifi.Name, nil
 		}
 	}
 	return "", fmt.Errorf("no interface has %s", ip)
+}
+
+// hasAddr reports whether ip is one of ifi's addresses.
+func hasAddr(ifi *net.Interface, ip netip.Addr) (bool, error) {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return false, err
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if x, ok := netip.AddrFromSlice(n.IP); ok && x.Unmap() == ip {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 func (v *VIP) message() *rtnetlink.AddressMessage {
@@ -138,17 +146,4 @@ func (v *VIP) Release() error {
 }
 
 // Present reports whether the address is on the interface now.
-func (v *VIP) Present() (bool, error) {
-	addrs, err := v.Iface.Addrs()
-	if err != nil {
-		return false, err
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			if x, ok := netip.AddrFromSlice(n.IP); ok && x.Unmap() == v.Prefix.Addr() {
-				return true, nil
-			}
-		}
-	}
-	return false, nil
-}
+func (v *VIP) Present() (bool, error) { return hasAddr(v.Iface, v.Prefix.Addr()) }

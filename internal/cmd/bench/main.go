@@ -162,39 +162,24 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		v := variant{Name: "nodeha"}
-		var wg WALGrowth
-		err = runVariant(ctx, v, g, *image, recipeOverlay, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep,
-			func(ctx context.Context, c *testcluster.Cluster) (err error) {
-				wg, err = runWALGrowth(ctx, c, *walGrowth)
-				return err
+		res, err := once(ctx, variant{Name: "nodeha"}, g, *image, recipeOverlay, *keep, *out, started, "wal_growth",
+			func(ctx context.Context, c *testcluster.Cluster) (any, error) {
+				return runWALGrowth(ctx, c, *walGrowth)
 			})
 		if err != nil {
 			return err
 		}
-		b, _ := json.MarshalIndent(map[string]any{"machine": machine(), "spilo": g.Tag, "image": *image, "started": started.UTC(), "wal_growth": wg}, "", "  ")
-		if err := os.WriteFile(*out, b, 0o644); err != nil {
-			return err
-		}
-		printWALGrowth(os.Stdout, wg)
+		printWALGrowth(os.Stdout, res.(WALGrowth))
 		return nil
 	}
 	if *idleConns > 0 {
 		v := variant{Name: "nodeha", Env: []string{fmt.Sprintf("NODEHA_METRICS_LISTEN=:%d", metricsPort)}}
-		var m Memory
-		err := runVariant(ctx, v, g, *image, *overlay, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep,
-			func(ctx context.Context, c *testcluster.Cluster) (err error) {
-				m, err = runMemory(ctx, c, *idleConns)
-				return err
-			})
+		res, err := once(ctx, v, g, *image, *overlay, *keep, *out, started, "memory",
+			func(ctx context.Context, c *testcluster.Cluster) (any, error) { return runMemory(ctx, c, *idleConns) })
 		if err != nil {
 			return err
 		}
-		b, _ := json.MarshalIndent(map[string]any{"machine": machine(), "spilo": g.Tag, "image": *image, "started": started.UTC(), "memory": m}, "", "  ")
-		if err := os.WriteFile(*out, b, 0o644); err != nil {
-			return err
-		}
-		printMemory(os.Stdout, m)
+		printMemory(os.Stdout, res.(Memory))
 		fmt.Printf("\nraw results: %s; %s; took %v\n", *out, machine(), time.Since(started).Round(time.Second))
 		return nil
 	}
@@ -246,6 +231,23 @@ func flagGiven(name string) bool {
 	given := false
 	flag.Visit(func(f *flag.Flag) { given = given || f.Name == name })
 	return given
+}
+
+// once runs work on one cluster of v and writes its result, under key,
+// to the raw results file out.
+func once(ctx context.Context, v variant, g testcluster.Generation, image, overlay string, keep bool, out string, started time.Time, key string,
+	work func(context.Context, *testcluster.Cluster) (any, error)) (any, error) {
+	var res any
+	err := runVariant(ctx, v, g, image, overlay, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), keep,
+		func(ctx context.Context, c *testcluster.Cluster) (err error) {
+			res, err = work(ctx, c)
+			return err
+		})
+	if err != nil {
+		return nil, err
+	}
+	b, _ := json.MarshalIndent(map[string]any{"machine": machine(), "spilo": g.Tag, "image": image, "started": started.UTC(), key: res}, "", "  ")
+	return res, os.WriteFile(out, b, 0o644)
 }
 
 // benchEnv is -env.
