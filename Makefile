@@ -11,7 +11,7 @@ SPILO_ROOT ?= $(abspath ../shared/spilo)
 HOST_TEST_IMAGE ?= nodeha-host-test:bookworm
 E2E_LOGS ?= e2e-logs
 
-.PHONY: build deps image image-% demo demo-down test unit e2e e2e-% lint bench clean
+.PHONY: build deps image image-s3 image-% demo demo-down test unit e2e e2e-% lint bench clean
 
 ## build: the static, stripped binary in bin/nodeha
 build:
@@ -22,10 +22,15 @@ deps:
 	@bash testimage/deps.sh
 
 ## image: the Spilo test images of every generation (the real Spilo scripts
-## on Debian's packages) and the systemd + cloud-init test host (cached)
-image: deps
+## on Debian's packages), the systemd + cloud-init test host and the S3
+## test server (cached)
+image: deps image-s3
 	SPILO_ROOT=$(SPILO_ROOT) bash testimage/images.sh $(GENERATIONS)
 	bash testimage/build-host.sh --image $(HOST_TEST_IMAGE)
+
+## image-s3: the S3 test server, Versity S3 Gateway built with go install (cached)
+image-s3:
+	bash testimage/build-s3.sh
 
 image-%: deps
 	SPILO_SRC=$(SPILO_ROOT)/$* bash testimage/build.sh --tag $*
@@ -60,7 +65,7 @@ e2e: image
 	@bash testimage/e2e.sh $(E2E_LOGS) $(GENERATIONS)
 
 ## e2e-TAG: the end-to-end suites on one generation, in the foreground
-e2e-%: image-% 
+e2e-%: image-% image-s3
 	bash testimage/build-host.sh --image $(HOST_TEST_IMAGE)
 	NODEHA_E2E_SPILO=$* go test -tags e2e -count=1 -v -timeout 80m ./e2e
 

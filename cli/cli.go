@@ -45,11 +45,16 @@ commands:
   ca         print the cluster CA's certificate, what clients verify the servers against
   metrics-cert  write a certificate that reads the hosts' metrics and nothing else (--out DIR)
   switchover planned leader change (--to NAME), waits for the new primary
+  backup     a base backup now; list: backups and archived WAL; check: the target; keygen --out FILE: an encryption key
+  restore    the whole cluster back in time: --to TIME | --latest | --backup NAME (data directories moved aside, kept)
   install    install the systemd unit and settings file, enable and start nodeha (--dry-run)
   uninstall  stop, disable and remove the unit and settings file; data stays
   cloud-init print #cloud-config user-data that makes a new VM a nodeha host
   token      generate: print a new cluster token; show: print this host's (root only)
   version    print the version
+
+Run inside the Spilo container by PostgreSQL and Patroni (README: Backups):
+  wal-push, wal-fetch, backup-push, backup-fetch
 
 Every setting is a NODEHA_* environment variable and a flag; flags win.
 Run 'nodeha <command> -h' for the flags.
@@ -72,6 +77,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	cmds := map[string]func([]string, io.Writer, io.Writer) error{
 		"run": cmdRun, "status": cmdStatus, "render": cmdRender, "dsn": cmdDSN, "version": cmdVersion, "switchover": cmdSwitchover,
 		"install": cmdInstall, "uninstall": cmdUninstall, "cloud-init": cmdCloudInit, "token": cmdToken,
+		"backup": cmdBackup, "restore": cmdRestore,
+		"wal-push": cmdWALPush, "wal-fetch": cmdWALFetch, "backup-push": cmdBackupPush, "backup-fetch": cmdBackupFetch,
 		"join": cmdJoin, "leave": cmdLeave, "ca": cmdCA, "metrics-cert": cmdMetricsCert, "remove": cmdRemove, "recover": cmdRecover, "snapshot": cmdSnapshot,
 	}
 	cmd, ok := cmds[args[0]]

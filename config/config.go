@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/go-sockaddr/template"
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/nodeha/nodeha/backup"
 	"github.com/nodeha/nodeha/trust"
 )
 
@@ -81,6 +82,16 @@ type Config struct {
 	MetricsListen        string        `envconfig:"NODEHA_METRICS_LISTEN" flag:"metrics-listen" default:"127.0.0.1:9272" desc:"host:port of the Prometheus metrics (nodeha's, the etcd member's and Patroni's for this host): plain HTTP on a loopback address; on any other address (an empty host is every address) HTTPS with the host's certificate, and scrapers must show a certificate from nodeha metrics-cert; off turns it off"`
 	VIP                  string        `envconfig:"NODEHA_VIP" flag:"vip" desc:"a floating IPv4 address with its prefix length (e.g. 10.0.0.100/24) that nodeha puts on this host while it is the primary, announced with gratuitous ARP, for clients that know one address (L2 networks; needs CAP_NET_ADMIN, which root has); empty: none"`
 	VIPInterface         string        `envconfig:"NODEHA_VIP_INTERFACE" flag:"vip-interface" desc:"interface the floating address goes on (default: the one with the advertise address)"`
+	BackupTarget         string        `envconfig:"NODEHA_BACKUP_TARGET" flag:"backup-target" desc:"where WAL is archived and base backups go: s3://BUCKET[/PREFIX] (with NODEHA_BACKUP_S3_*) or file:///PATH (a directory, e.g. an NFS mount); empty: no archive (see README: Backups)"`
+	BackupS3Endpoint     string        `envconfig:"NODEHA_BACKUP_S3_ENDPOINT" flag:"backup-s3-endpoint" desc:"the S3 server's URL, https://HOST[:PORT] (plain http is refused: credentials and data would cross the network in clear text)"`
+	BackupS3Region       string        `envconfig:"NODEHA_BACKUP_S3_REGION" flag:"backup-s3-region" default:"us-east-1" desc:"the S3 region the requests are signed for"`
+	BackupS3CAFile       string        `envconfig:"NODEHA_BACKUP_S3_CA_FILE" flag:"backup-s3-ca-file" desc:"PEM file of the CA that signed the S3 server's certificate (default: the system's roots)"`
+	BackupS3Credentials  string        `envconfig:"NODEHA_BACKUP_S3_CREDENTIALS_FILE" flag:"backup-s3-credentials-file" desc:"file (mode 0600) with AWS_ACCESS_KEY_ID=... and AWS_SECRET_ACCESS_KEY=... lines"`
+	BackupKeyFile        string        `envconfig:"NODEHA_BACKUP_ENCRYPTION_KEY_FILE" flag:"backup-encryption-key-file" desc:"age identity file (mode 0600; nodeha backup keygen writes one): every archived object is encrypted to it; keep a copy off the cluster, without it nothing restores; empty: not encrypted"`
+	BackupSchedule       time.Duration `envconfig:"NODEHA_BACKUP_SCHEDULE" flag:"backup-schedule" default:"24h" desc:"a base backup this often (from a healthy replica when there is one); 0 turns scheduled backups off"`
+	BackupRetain         int           `envconfig:"NODEHA_BACKUP_RETAIN" flag:"backup-retain" default:"7" desc:"how many base backups to keep, with the WAL they need (the oldest go first)"`
+	BackupRetainAge      time.Duration `envconfig:"NODEHA_BACKUP_RETAIN_AGE" flag:"backup-retain-age" default:"0s" desc:"also keep every base backup younger than this (0: the count alone decides)"`
+	ArchiveFailingAfter  time.Duration `envconfig:"NODEHA_ARCHIVE_FAILING_AFTER" flag:"archive-failing-after" default:"5m" desc:"the cluster is reported unhealthy when WAL archiving has failed for this long"`
 	ROMaxLagBytes        int           `envconfig:"NODEHA_RO_MAX_LAG" flag:"ro-max-lag" default:"16777216" desc:"the read-only endpoint's replicas are those at most this many bytes behind the primary"`
 	RestAPIPort          int           `envconfig:"NODEHA_RESTAPI_PORT" flag:"restapi-port" default:"8008" desc:"Patroni REST API port"`
 	TTL                  int           `envconfig:"NODEHA_TTL" flag:"ttl" default:"20" desc:"Patroni leader lease in seconds (seed: 45); applied when the cluster is bootstrapped"`
@@ -97,6 +108,9 @@ type Config struct {
 	// Resolve.
 	HostEtcdData     bool `ignored:"true"`
 	HostPostgresData bool `ignored:"true"`
+	// Backup is the archive's settings, files read; set by Resolve when
+	// BackupTarget is set.
+	Backup *backup.Settings `ignored:"true"`
 	// AdvertiseIP is Advertise resolved; set by Resolve.
 	AdvertiseIP netip.Addr `ignored:"true"`
 	// Identity is the cluster's, from Token; set by Resolve.
@@ -282,6 +296,7 @@ func (c *Config) Resolve() error {
 			errs = append(errs, problem("PATRONI_OVERLAY", "patroni-overlay", "%q is a directory, want a YAML file", c.PatroniOverlay))
 		}
 	}
+	errs = append(errs, c.resolveBackup()...)
 	return errors.Join(errs...)
 }
 
@@ -419,6 +434,18 @@ func (c *Config) Validate() error {
 		}
 	} else if c.VIPInterface != "" {
 		add("VIP_INTERFACE", "vip-interface", "is set but NODEHA_VIP is not")
+	}
+	if c.BackupSchedule < 0 || (c.BackupSchedule > 0 && c.BackupSchedule < time.Minute) {
+		add("BACKUP_SCHEDULE", "backup-schedule", "%v: want 0 (off) or at least 1m", c.BackupSchedule)
+	}
+	if c.BackupRetain < 1 {
+		add("BACKUP_RETAIN", "backup-retain", "%d: keep at least 1", c.BackupRetain)
+	}
+	if c.BackupRetainAge < 0 {
+		add("BACKUP_RETAIN_AGE", "backup-retain-age", "%v is negative", c.BackupRetainAge)
+	}
+	if c.ArchiveFailingAfter < 10*time.Second {
+		add("ARCHIVE_FAILING_AFTER", "archive-failing-after", "%v is below 10s", c.ArchiveFailingAfter)
 	}
 	if c.ROMaxLagBytes < 0 {
 		add("RO_MAX_LAG", "ro-max-lag", "%d is negative", c.ROMaxLagBytes)

@@ -117,3 +117,15 @@ func LastFailover(scope string) string { return "/nodeha/" + scope + "/last-fail
 // Assist records the last leader lock nodeha's failover assist released,
 // and why, for the failover record.
 func Assist(scope string) string { return "/nodeha/" + scope + "/assist" }
+
+// Restore is the key of the cluster's restore request (nodeha restore).
+func Restore(scope string) string { return "/nodeha/" + scope + "/restore" }
+
+// RestoreAck is where a host says it has stopped for restore id.
+func RestoreAck(scope, name string) string { return RestoreAcks(scope) + name }
+
+// RestoreAcks is the prefix of every RestoreAck key.
+func RestoreAcks(scope string) string { return "/nodeha/" + scope + "/restore-ack/" }
+
+// Patroni is the prefix of every key Patroni keeps for scope.
+func Patroni(scope string) string { return "/service/" + scope + "/" }

@@ -42,6 +42,24 @@ type Report struct {
 	Endpoints []endpoint.Stats `json:"endpoints,omitempty"`
 	// VIP is the floating address (NODEHA_VIP), when there is one.
 	VIP *VIP `json:"vip,omitempty"`
+	// Backup is the archive (NODEHA_BACKUP_TARGET), when there is one.
+	Backup *Backup `json:"backup,omitempty"`
+}
+
+// Backup is the archive as this host sees it: PostgreSQL's archiver here
+// (pg_stat_archiver; every host archives) and the newest base backup.
+type Backup struct {
+	Target               string    `json:"target"`
+	Archived             int64     `json:"archived"`
+	Failed               int64     `json:"failed"`
+	LastArchivedAt       time.Time `json:"last_archived_at,omitzero"`
+	LastFailedAt         time.Time `json:"last_failed_at,omitzero"`
+	Failing              bool      `json:"failing"`
+	ArchiverError        string    `json:"archiver_error,omitempty"`
+	LastBackup           string    `json:"last_backup,omitempty"`
+	LastBackupAt         time.Time `json:"last_backup_at,omitzero"`
+	LastBackupAgeSeconds float64   `json:"last_backup_age_seconds,omitempty"`
+	Error                string    `json:"error,omitempty"` // listing the archive failed
 }
 
 // VIP is the floating address's state on this host.
@@ -111,6 +129,11 @@ type Actions struct {
 	Snapshot func(ctx context.Context) (string, error)
 	// Cluster is GET /cluster: the view of every host.
 	Cluster func(ctx context.Context) (ClusterView, error)
+	// Backup is POST /backup: a base backup now, from this host.
+	Backup func(ctx context.Context) (string, error)
+	// Restore is POST /restore?backup=NAME&to=RFC3339&latest=true: the
+	// whole cluster back to a backup and a point in time.
+	Restore func(ctx context.Context, backup, to string, latest bool) (string, error)
 }
 
 // Result is the body of every action's answer.
@@ -223,6 +246,19 @@ func ListenGroup(path string, gid int, report func(context.Context) Report, act 
 	if act.Snapshot != nil {
 		post("POST /snapshot", func(w http.ResponseWriter, r *http.Request) {
 			msg, err := act.Snapshot(r.Context())
+			serveAction(w, msg, err)
+		})
+	}
+	if act.Backup != nil {
+		post("POST /backup", func(w http.ResponseWriter, r *http.Request) {
+			msg, err := act.Backup(r.Context())
+			serveAction(w, msg, err)
+		})
+	}
+	if act.Restore != nil {
+		post("POST /restore", func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query()
+			msg, err := act.Restore(r.Context(), q.Get("backup"), q.Get("to"), q.Get("latest") == "true")
 			serveAction(w, msg, err)
 		})
 	}

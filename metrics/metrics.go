@@ -108,6 +108,7 @@ var ReasonCodes = []string{
 	"etcd_no_quorum", "etcd_learner",
 	"container_fenced", "container_not_running",
 	"patroni_not_answering", "postgres_not_running", "patroni_role", "no_sync_standby",
+	"archive_failing",
 }
 
 var (

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -99,7 +100,62 @@ func PrepareHost(cfg *config.Config, file []byte) error {
 			return err
 		}
 	}
+	if err := writeBackup(cfg); err != nil {
+		return err
+	}
 	return WriteConfig(cfg.SpiloDir(), file, cfg.PostgresUID, cfg.PostgresGID)
+}
+
+// writeBackup puts what the archive needs inside the container: nodeha's
+// own binary in SpiloDir/bin (root's, read-only to the container) and the
+// settings, secrets included, in SpiloDir/backup/settings.json, readable
+// only by the container's postgres user. With no backup target the
+// settings file goes: no secret stays behind.
+func writeBackup(cfg *config.Config) error {
+	dir := filepath.Join(cfg.SpiloDir(), "backup")
+	if cfg.Backup == nil {
+		if err := os.Remove(filepath.Join(dir, "settings.json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("spilo: %w", err)
+		}
+		return nil
+	}
+	if err := ensureDir(hostDir{dir, 0o700, true}, cfg.PostgresUID, cfg.PostgresGID); err != nil {
+		return err
+	}
+	b, err := cfg.Backup.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := writeFile(dir, "settings.json", b, cfg.PostgresUID, cfg.PostgresGID); err != nil {
+		return err
+	}
+	if u, err := url.Parse(cfg.Backup.Target); err == nil && u.Scheme == "file" {
+		// The container's postgres user writes there (an NFS mount that
+		// squashes root may refuse the chown: then its owner must be the
+		// image's postgres uid already).
+		_ = os.Lchown(u.Path, cfg.PostgresUID, cfg.PostgresGID)
+	}
+	return installBinary(filepath.Join(cfg.SpiloDir(), "bin"))
+}
+
+// installBinary copies the running nodeha to dir/nodeha when it differs.
+func installBinary(dir string) error {
+	self := "/proc/self/exe" // the running binary, even when an upgrade replaced the file
+	b, err := os.ReadFile(self)
+	if err != nil {
+		return fmt.Errorf("spilo: %w", err)
+	}
+	if err := ensureDir(hostDir{dir, 0o755, false}, 0, 0); err != nil {
+		return err
+	}
+	dst := filepath.Join(dir, "nodeha")
+	if old, err := os.ReadFile(dst); err == nil && string(old) == string(b) {
+		return nil
+	}
+	if err := atomicfile.WriteFileOwned(dst, b, 0o755, 0, 0); err != nil {
+		return fmt.Errorf("spilo: %w", err)
+	}
+	return nil
 }
 
 // EnsureDirs creates the host directories the container needs, or puts an

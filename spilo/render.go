@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -33,6 +34,72 @@ const (
 
 // NoArchive is the archive_command of a cluster with no backup target.
 const NoArchive = "/bin/true"
+
+// The archive inside the container: nodeha's own binary (copied to
+// SpiloDir/bin) and its settings file (SpiloDir/backup, postgres's alone).
+const (
+	ContainerBinary   = ContainerRunDir + "/bin/nodeha"
+	ContainerSettings = ContainerRunDir + "/backup/settings.json"
+)
+
+// renderArchive points PostgreSQL's archive and restore at the backup
+// target (README, Backups). Local parameters, which win over the cluster's
+// (bootstrap.dcs sets /bin/true for a new cluster).
+func renderArchive(pg, params map[string]any) {
+	params["archive_command"] = ContainerBinary + " wal-push %p"
+	// Every host archives what it has (a replica the WAL it received): the
+	// segments a dead primary had not archived yet are pushed by the
+	// replica that takes over, so a failover leaves no gap. A segment
+	// already there with the same content is a no-op.
+	params["archive_mode"] = "always"
+	// At most a minute of WAL waits for its segment to fill (the seed's
+	// 1800s would be the worst-case loss of a total-loss restore).
+	params["archive_timeout"] = "60s"
+	rc := path(pg, "recovery_conf")
+	rc["restore_command"] = ContainerBinary + " wal-fetch %f %p"
+}
+
+// RestoreMethod is the Patroni custom bootstrap that makes a new cluster
+// from a base backup and the archived WAL, up to a point in time (zero:
+// the end of the archive).
+type RestoreMethod struct {
+	Backup string
+	Target time.Time
+	// Immediate stops the replay at the end of the backup.
+	Immediate bool
+}
+
+// RenderRestore is Render with bootstrap.method set to restore m: while
+// the cluster has no initialize key (its keys were wiped for the restore),
+// the host that wins Patroni's race fetches the backup and replays the WAL
+// to the target, then promotes; the others make replicas of it.
+func RenderRestore(cfg *config.Config, m RestoreMethod) ([]byte, error) {
+	doc, err := renderMap(cfg)
+	if err != nil {
+		return nil, err
+	}
+	b := path(doc, "bootstrap")
+	b["method"] = "nodeha_restore"
+	rc := map[string]any{
+		"restore_command":          ContainerBinary + " wal-fetch %f %p",
+		"recovery_target_action":   "promote",
+		"recovery_target_timeline": "latest",
+	}
+	if m.Immediate {
+		rc["recovery_target"] = "immediate"
+	} else if !m.Target.IsZero() {
+		rc["recovery_target_time"] = m.Target.UTC().Format("2006-01-02 15:04:05.000000+00")
+	}
+	b["nodeha_restore"] = map[string]any{
+		"command":       ContainerBinary + " backup-fetch --backup " + m.Backup,
+		"recovery_conf": rc,
+	}
+	out, err := yaml.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("spilo: render postgres.yml: %w", err)
+	}
+	return append([]byte("# Written by nodeha for a restore; edits are overwritten.\n"), out...), nil
+}
 
 // Render returns this host's postgres.yml: the seed configuration with its
 // placeholders filled from cfg, then the overlay file (if any) deep-merged
@@ -138,6 +205,10 @@ func renderMap(cfg *config.Config) (map[string]any, error) {
 	// command keeps nothing. Only for a new cluster (bootstrap.dcs); an
 	// overlay may set its own.
 	path(path(dcs, "postgresql"), "parameters")["archive_command"] = NoArchive
+
+	if cfg.Backup != nil {
+		renderArchive(pg, params)
+	}
 
 	hosts := make([]any, 0, len(cfg.Peers))
 	for _, h := range cfg.EtcdHosts() {

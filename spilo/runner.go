@@ -1,6 +1,7 @@
 package spilo
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -96,6 +97,7 @@ type Runner struct {
 	hang chan struct{}
 
 	mu       sync.Mutex
+	held     string    // Hold's reason: stopped like a fence, and by no one else released
 	progress time.Time // start of the latest loop iteration
 	busyTill time.Time // a long Docker call may legitimately run until then
 	status   ContainerStatus
@@ -212,6 +214,26 @@ func (r *Runner) Fence(reason string) {
 	r.mu.Lock()
 	r.status.Fenced = reason
 	r.restartFor, r.restartReason = time.Time{}, "" // the fence stops it, and keeps it stopped
+	r.mu.Unlock()
+	r.Kick()
+}
+
+// Hold stops the container and keeps it stopped, like Fence, until
+// Release, whatever Unfence says meanwhile: a restore holds every host's
+// container while the failover assist's fence comes and goes.
+func (r *Runner) Hold(reason string) {
+	r.mu.Lock()
+	r.held = reason
+	r.restartFor, r.restartReason = time.Time{}, ""
+	r.mu.Unlock()
+	r.Kick()
+}
+
+// Release ends a Hold.
+func (r *Runner) Release() {
+	r.mu.Lock()
+	r.held = ""
+	r.retryAt = time.Time{}
 	r.mu.Unlock()
 	r.Kick()
 }
@@ -464,7 +486,7 @@ func (r *Runner) reconcile(ctx context.Context) time.Duration {
 func (r *Runner) observe(res client.ContainerInspectResult, missing bool) (ContainerSeen, container.InspectResponse) {
 	r.mu.Lock()
 	seen := ContainerSeen{
-		Missing: missing, Fenced: r.status.Fenced, RestartFor: r.restartFor,
+		Missing: missing, Fenced: cmp.Or(r.held, r.status.Fenced), RestartFor: r.restartFor,
 		LastExit: r.lastExit, RetryAt: r.retryAt, Now: r.now(),
 	}
 	r.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"net/url"
 	"strings"
 
 	"github.com/moby/moby/api/types/container"
@@ -69,6 +70,12 @@ func NewSpec(cfg *config.Config, file []byte) *Spec {
 			{Type: mount.TypeBind, Source: cfg.PostgresDir, Target: ContainerPostgresDir},
 			{Type: mount.TypeBind, Source: cfg.LogDir, Target: ContainerLogDir},
 		},
+	}
+	if cfg.Backup != nil {
+		// A directory target is reached at the same path inside.
+		if u, err := url.Parse(cfg.Backup.Target); err == nil && u.Scheme == "file" {
+			hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: u.Path, Target: u.Path})
+		}
 	}
 	s := &Spec{Name: cfg.ContainerName, Config: c, HostConfig: hc}
 	s.Hash = specHash(c, hc, file)

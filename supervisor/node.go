@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/nodeha/nodeha/backup"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -41,6 +42,7 @@ type Node struct {
 	spec   *spilo.Spec
 	file   []byte // the rendered postgres.yml
 	dc     *client.Client
+	bk     *backups // nil without a backup target
 
 	clientTLS *tls.Config
 	member    *embedetcd.Member
@@ -118,6 +120,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, notify Notif
 	}
 	n.dc = dc
 	n.spec = spilo.NewSpec(cfg, file)
+	if cfg.Backup != nil {
+		arch, err := backup.New(cfg.Backup)
+		if err != nil {
+			dc.Close()
+			return nil, err
+		}
+		n.bk = &backups{arch: arch, log: log}
+	}
 	if cfg.Join && !embedetcd.HasData(cfg.EtcdDir()) {
 		// A join to a host of another cluster, or under a taken name, is
 		// refused before this host writes anything.
@@ -237,7 +247,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.mem = &members{cfg: cfg, member: n.member, etcd: n.member.Client(), clientTLS: n.clientTLS, runner: n.runner, pc: n.pc, log: log}
 	n.leaveFn = n.mem.Leave
-	acts := health.Actions{Leave: n.Leave, Remove: n.Remove, Snapshot: n.Snapshot, Cluster: n.Cluster}
+	acts := health.Actions{Leave: n.Leave, Remove: n.Remove, Snapshot: n.Snapshot, Cluster: n.Cluster, Backup: n.Backup, Restore: n.Restore}
 	if cfg.TestHooks {
 		acts.Hang = n.runner.Hang
 	}
@@ -281,6 +291,23 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		case <-ctx.Done():
 		}
 	})
+	// Restores run on every host, with or without a backup target here.
+	n.goHelper(func(ctx context.Context) {
+		select {
+		case <-n.member.Ready():
+			n.restoreLoop(ctx)
+		case <-ctx.Done():
+		}
+	})
+	if n.bk != nil {
+		n.goHelper(func(ctx context.Context) {
+			select {
+			case <-n.member.Ready():
+				n.backupLoop(ctx)
+			case <-ctx.Done():
+			}
+		})
+	}
 	if cfg.EtcdSnapshotInterval > 0 {
 		n.goHelper(func(ctx context.Context) {
 			snapshotLoop(ctx, n.member, cfg.EtcdSnapshotInterval, cfg.SnapshotDir(), cfg.EtcdSnapshotRetain, log)
@@ -479,6 +506,14 @@ func (n *Node) Report(ctx context.Context) health.Report {
 	rep := buildReport(ctx, n.cfg, n.member, n.runner, n.pc, n.pw.notAnsweringSince)
 	rep.Endpoints = n.endpoints.stats()
 	rep.VIP = n.vip.status()
+	if b, r := n.backupReport(ctx, rep.Time); b != nil {
+		rep.Backup = b
+		if r != nil {
+			rep.Reasons = append(rep.Reasons, r.text)
+			rep.ReasonCodes = append(rep.ReasonCodes, r.code)
+			rep.Healthy = false
+		}
+	}
 	return rep
 }
 
