@@ -317,6 +317,28 @@ func printStatus(w io.Writer, r health.Report) {
 		}
 		fmt.Fprintf(w, "vip       %s on %s %s\n", v.Address, v.Interface, held)
 	}
+	if b := r.Backup; b != nil {
+		state := "archiving"
+		switch {
+		case b.ArchiverError != "":
+			state = "archiver unknown (" + b.ArchiverError + ")"
+		case b.Failing:
+			state = "archive FAILING since the last success"
+			if !b.LastArchivedAt.IsZero() {
+				state += " at " + b.LastArchivedAt.Format(time.RFC3339)
+			}
+		case !b.LastArchivedAt.IsZero():
+			state += ", last at " + b.LastArchivedAt.Format(time.RFC3339)
+		}
+		last := "no base backup yet"
+		if b.LastBackup != "" {
+			last = fmt.Sprintf("last base backup %s, %s old", b.LastBackup, (time.Duration(b.LastBackupAgeSeconds) * time.Second).Round(time.Second))
+		}
+		if b.Error != "" {
+			last = "the archive cannot be listed: " + b.Error
+		}
+		fmt.Fprintf(w, "backup    %s: %s, %d archived, %d failed; %s\n", b.Target, state, b.Archived, b.Failed, last)
+	}
 }
 
 func cmdRender(args []string, stdout, stderr io.Writer) error {

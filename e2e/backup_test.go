@@ -247,7 +247,7 @@ func TestBackup(t *testing.T) {
 		// Writes go on meanwhile.
 		mustPsql(t, leader, "INSERT INTO pitr (id) SELECT generate_series(3001, 4000)")
 		status, _ := leader.RunOnce(ctx, "status")
-		if !strings.Contains(status, "archive") {
+		if !strings.Contains(status, "archive FAILING") || !strings.Contains(status, "WAL archiving is failing") {
 			t.Errorf("nodeha status does not say archiving fails:\n%s", status)
 		}
 		seg := mustPsql(t, leader, "SELECT pg_walfile_name(pg_switch_wal())")

@@ -153,6 +153,12 @@ func (n *Node) execSpilo(ctx context.Context, cmd []string) (stdout, stderr []by
 // be. The archive itself says when the last backup finished, so a host
 // that takes over the job after a failover knows where it stands.
 func (n *Node) backupLoop(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if err := n.bk.arch.Store.Check(cctx); err != nil {
+		// Not fatal: the database runs on; the archive's health says more.
+		n.log.Warn("the backup target is not usable; WAL archiving fails until it is", "target", n.cfg.BackupTarget, "err", err)
+	}
+	cancel()
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
 	for {
