@@ -218,7 +218,7 @@ func newS3Store(s *Settings, bucket, prefix string) (*s3Store, error) {
 func (s *s3Store) url(key string, q url.Values) string {
 	u := *s.endpoint
 	u.Path = "/" + s.bucket + "/" + s.prefix + key
-	if key == "" && s.prefix == "" {
+	if key == "" { // the bucket itself: a list, with the prefix in the query
 		u.Path = "/" + s.bucket
 	}
 	u.RawQuery = q.Encode()
