@@ -559,7 +559,8 @@ func (n *Node) restoreStep(ctx context.Context, req restoreRequest) error {
 }
 
 func (n *Node) ackRestore(ctx context.Context, id string) error {
-	_, err := n.member.Client().Put(ctx, dcs.RestoreAck(n.cfg.Scope, n.cfg.Name), id)
+	// Keyed by this host's etcd member name, which the coordinator lists.
+	_, err := n.member.Client().Put(ctx, dcs.RestoreAck(n.cfg.Scope, n.member.Status().Name), id)
 	return err
 }
 
