@@ -274,15 +274,20 @@ func (n *Node) backupReport(ctx context.Context, now time.Time) (*health.Backup,
 	}
 	since := n.bk.failingSince
 	n.bk.mu.Unlock()
-	return b, ArchiveVerdict(now, b, since, n.cfg.ArchiveFailingAfter)
+	if code, text := ArchiveVerdict(now, b, since, n.cfg.ArchiveFailingAfter); code != "" {
+		return b, &reason{code, text}
+	}
+	return b, nil
 }
 
 // ArchiveVerdict says whether archiving is failing for longer than after:
 // its latest attempt failed, and nothing was archived for that long (since
 // failingSince, when this host has never archived).
-func ArchiveVerdict(now time.Time, b *health.Backup, failingSince time.Time, after time.Duration) *reason {
+// It marks b failing when the latest attempt failed; code is "" when the
+// host is not unhealthy for it.
+func ArchiveVerdict(now time.Time, b *health.Backup, failingSince time.Time, after time.Duration) (code, text string) {
 	if b == nil || b.LastFailedAt.IsZero() || !b.LastFailedAt.After(b.LastArchivedAt) {
-		return nil
+		return "", ""
 	}
 	b.Failing = true
 	since := b.LastArchivedAt
@@ -290,9 +295,9 @@ func ArchiveVerdict(now time.Time, b *health.Backup, failingSince time.Time, aft
 		since = failingSince
 	}
 	if since.IsZero() || now.Sub(since) < after {
-		return nil
+		return "", ""
 	}
-	return &reason{"archive_failing", fmt.Sprintf("archive: WAL archiving is failing; nothing archived for %s (PostgreSQL's log says why)", now.Sub(since).Round(time.Second))}
+	return "archive_failing", fmt.Sprintf("archive: WAL archiving is failing; nothing archived for %s (PostgreSQL's log says why)", now.Sub(since).Round(time.Second))
 }
 
 // restoreRequest is the cluster's restore, in etcd (dcs.Restore).
