@@ -22,7 +22,7 @@ func TestBackupHost(t *testing.T) {
 		want string
 	}{
 		{"first healthy replica by name", []patroni.Member{leader, r("pg3", 0, "streaming"), r("pg2", 0, "streaming")}, "pg2"},
-		{"a lagging replica is skipped", []patroni.Member{leader, r("pg2", 1 << 30, "streaming"), r("pg3", 10, "streaming")}, "pg3"},
+		{"a lagging replica is skipped", []patroni.Member{leader, r("pg2", 1<<30, "streaming"), r("pg3", 10, "streaming")}, "pg3"},
 		{"unknown lag is skipped", []patroni.Member{leader, r("pg2", -1, "streaming")}, "pg1"},
 		{"a stopped replica is skipped", []patroni.Member{leader, r("pg2", 0, "stopped")}, "pg1"},
 		{"no healthy replica: the primary", []patroni.Member{leader}, "pg1"},
