@@ -15,7 +15,7 @@ import (
 	"filippo.io/age"
 )
 
-func segment(sysid uint64, fill byte) []byte {
+func walSegment(sysid uint64, fill byte) []byte {
 	b := bytes.Repeat([]byte{fill}, 64<<10)
 	binary.LittleEndian.PutUint64(b[24:32], sysid)
 	return b
@@ -38,7 +38,7 @@ func TestWALRoundTrip(t *testing.T) {
 		ctx := context.Background()
 		src := t.TempDir()
 		p := filepath.Join(src, "000000010000000000000003")
-		seg := segment(7, 'x')
+		seg := walSegment(7, 'x')
 		os.WriteFile(p, seg, 0o600)
 		if err := a.PushWAL(ctx, p); err != nil {
 			t.Fatal(err)
@@ -62,13 +62,13 @@ func TestWALRoundTrip(t *testing.T) {
 			t.Errorf("missing segment: %v, want ErrNotFound", err)
 		}
 		// Other content under the same name is refused.
-		os.WriteFile(p, segment(7, 'y'), 0o600)
+		os.WriteFile(p, walSegment(7, 'y'), 0o600)
 		if err := a.PushWAL(ctx, p); err == nil || !strings.Contains(err.Error(), "other content") {
 			t.Errorf("conflicting push: %v", err)
 		}
 		// Another cluster's WAL is refused.
 		q := filepath.Join(src, "000000010000000000000005")
-		os.WriteFile(q, segment(8, 'z'), 0o600)
+		os.WriteFile(q, walSegment(8, 'z'), 0o600)
 		if err := a.PushWAL(ctx, q); err == nil || !strings.Contains(err.Error(), "system identifier 7, this one is 8") {
 			t.Errorf("other cluster's segment: %v", err)
 		}
@@ -84,7 +84,7 @@ func TestWrongKey(t *testing.T) {
 	id2, _ := age.GenerateX25519Identity()
 	a, dir := newArchive(t, id1.String())
 	p := filepath.Join(t.TempDir(), "000000010000000000000001")
-	os.WriteFile(p, segment(1, 'a'), 0o600)
+	os.WriteFile(p, walSegment(1, 'a'), 0o600)
 	if err := a.PushWAL(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestPrune(t *testing.T) {
 	}
 	src := t.TempDir()
 	for _, n := range []string{"000000010000000000000001", "000000010000000000000004", "000000010000000000000005", "00000002000000000000000A"} {
-		os.WriteFile(filepath.Join(src, n), segment(42, 'w'), 0o600)
+		os.WriteFile(filepath.Join(src, n), walSegment(42, 'w'), 0o600)
 		if err := a.PushWAL(ctx, filepath.Join(src, n)); err != nil {
 			t.Fatal(err)
 		}
@@ -224,4 +224,13 @@ func TestPrune(t *testing.T) {
 	if len(bs) != 2 || st.Segments != 2 {
 		t.Errorf("after prune: %d backups, %d segments; want 2 and 2 (from 000000010000000000000005)", len(bs), st.Segments)
 	}
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// segment42 is a segment of system 42 whose content names it.
+func segment42(name string) []byte {
+	b := walSegment(42, 's')
+	copy(b[100:], name)
+	return b
 }

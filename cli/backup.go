@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -34,6 +35,8 @@ func cmdBackup(args []string, stdout, stderr io.Writer) error {
 			return cmdBackupCheck(args[1:], stdout, stderr)
 		case "keygen":
 			return cmdBackupKeygen(args[1:], stdout, stderr)
+		case "verify":
+			return cmdBackupVerify(args[1:], stdout, stderr)
 		}
 	}
 	fs := newFlags("backup", stderr)
@@ -89,6 +92,10 @@ func cmdBackupList(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	usable, err := a.UsableBackups(ctx)
+	if err != nil {
+		return err
+	}
 	wal, _, err := a.WAL(ctx)
 	if err != nil {
 		return err
@@ -108,16 +115,40 @@ func cmdBackupList(args []string, stdout, stderr io.Writer) error {
 			b.From, b.Host, mib(b.Size), mib(b.Stored), b.StartWAL)
 	}
 	tw.Flush()
-	if len(bs) == 0 {
+	if len(usable) == 0 {
 		fmt.Fprintln(stdout, "no base backup yet (nodeha backup takes one)")
 	} else {
-		fmt.Fprintf(stdout, "oldest point in time to restore to: %s\n", bs[0].Finish.Format(time.RFC3339))
+		fmt.Fprintf(stdout, "oldest point in time to restore to: %s\n", usable[0].Finish.Format(time.RFC3339))
+	}
+	if n := len(bs) - len(usable); n > 0 {
+		fmt.Fprintf(stdout, "%d backups lie on a branch an earlier restore left: they do not restore this cluster\n", n)
 	}
 	if wal.Newest != "" {
 		fmt.Fprintf(stdout, "newest WAL archived: %s at %s (%d segments, %s stored)\n", wal.Newest, wal.NewestAt.Format(time.RFC3339), wal.Segments, mib(wal.Bytes))
 	} else {
 		fmt.Fprintln(stdout, "no WAL archived yet")
 	}
+	return nil
+}
+
+// cmdBackupVerify checks the archived WAL for gaps: every segment from the
+// oldest usable backup's start to the newest archived, along the newest
+// timeline's history. Exit 1 when one is missing.
+func cmdBackupVerify(args []string, stdout, stderr io.Writer) error {
+	_, a, err := archiveOf("backup verify", args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	g, err := a.Verify(ctx)
+	if err != nil {
+		return err
+	}
+	if len(g.Missing) > 0 {
+		return fmt.Errorf("WAL from %s to %s: %d segments missing: %s", g.From, g.To, len(g.Missing), strings.Join(g.Missing, " "))
+	}
+	fmt.Fprintf(stdout, "WAL from %s to %s: every segment archived\n", g.From, g.To)
 	return nil
 }
 
@@ -294,17 +325,32 @@ func cmdBackupPush(args []string, stdout, stderr io.Writer) error {
 func cmdBackupFetch(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("backup-fetch", stderr)
 	name := fs.String("backup", "", "the backup to unpack")
+	latest := fs.Bool("latest", false, "the newest backup on the way to the archive's newest timeline (a new replica)")
 	dir := fs.String("datadir", "", "the data directory (Patroni passes it)")
+	// What Patroni passes to a bootstrap or replica creation command.
 	fs.String("scope", "", "the cluster's scope (Patroni passes it)")
+	fs.String("role", "", "the member's role (Patroni passes it)")
+	fs.String("connstring", "", "the primary's connection string (Patroni passes it)")
 	a, _, err := containerArchive(fs, args)
 	if err != nil {
 		return err
 	}
-	if *name == "" || *dir == "" {
-		return &exitError{2, errors.New("backup-fetch: want --backup NAME and --datadir DIR")}
+	if (*name == "") == !*latest || *dir == "" {
+		return &exitError{2, errors.New("backup-fetch: want --backup NAME or --latest, and --datadir DIR")}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Hour)
 	defer cancel()
+	if *latest {
+		bs, err := a.UsableBackups(ctx)
+		if err != nil {
+			return err
+		}
+		if len(bs) == 0 {
+			// Patroni goes on to its next method (pg_basebackup).
+			return errors.New("backup-fetch: no base backup to make a replica from")
+		}
+		*name = bs[len(bs)-1].Name
+	}
 	start := time.Now()
 	info, err := a.FetchBackup(ctx, *name, *dir)
 	if err != nil {

@@ -59,7 +59,7 @@ func TestBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	creds := fmt.Sprintf("AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n", s3.AccessKey, s3.SecretKey)
-	for _, h := range c.Hosts {
+	withArchive := func(h *testcluster.Host) {
 		dir := filepath.Join(h.Dir, "secrets")
 		os.MkdirAll(dir, 0o700)
 		os.WriteFile(filepath.Join(dir, "s3.env"), []byte(creds), 0o600)
@@ -71,6 +71,9 @@ func TestBackup(t *testing.T) {
 			"NODEHA_BACKUP_S3_CA_FILE="+filepath.Join(dir, "s3-ca.crt"),
 			"NODEHA_BACKUP_S3_CREDENTIALS_FILE="+filepath.Join(dir, "s3.env"),
 			"NODEHA_BACKUP_ENCRYPTION_KEY_FILE="+filepath.Join(dir, "backup.key"))
+	}
+	for _, h := range c.Hosts {
+		withArchive(h)
 	}
 	if err := c.Up(ctx); err != nil {
 		t.Fatal(err)
@@ -226,6 +229,61 @@ func TestBackup(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	verify := func(t *testing.T) {
+		t.Helper()
+		seg := mustPsql(t, leader, "SELECT pg_walfile_name(pg_switch_wal())")
+		eventually(t, 2*time.Minute, func() error {
+			out, err := leader.RunOnce(ctx, "backup", "verify")
+			if err != nil || !strings.Contains(out, "every segment archived") || !strings.Contains(out, " to "+seg[:8]) {
+				return fmt.Errorf("backup verify (up to %s): %v\n%s", seg, err, out)
+			}
+			return nil
+		})
+	}
+
+	t.Run("NewHostFromBackup", func(t *testing.T) {
+		h := c.NewHost("NODEHA_JOIN=true")
+		withArchive(h)
+		if err := h.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		leader = mustWhole(t, c, 5*time.Minute)
+		logs, _ := testcluster.Docker(ctx, "logs", h.Spilo)
+		if !strings.Contains(logs, "unpacked backup base_") {
+			t.Errorf("%s was not made from a backup; its Spilo log:\n%s", h.Name, tail(logs, 30))
+		}
+		want := mustPsql(t, leader, "SELECT count(*) FROM pitr")
+		eventually(t, time.Minute, func() error {
+			if got, err := h.Psql(ctx, "SELECT count(*) FROM pitr"); err != nil || got != want {
+				return fmt.Errorf("%s has %q rows (%v), the primary %s", h.Name, got, err, want)
+			}
+			return nil
+		})
+	})
+
+	t.Run("KillHostFailover", func(t *testing.T) {
+		// WAL the primary may not have archived yet when it dies: every
+		// replica archives what it received, so the archive has no gap.
+		mustPsql(t, leader, "INSERT INTO pitr (id, at) SELECT g, now() FROM generate_series(10001, 400000) g")
+		old := leader
+		if err := old.Kill(ctx); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 2*time.Minute, func() error {
+			st := c.Observe(ctx)
+			if len(st.Leaders) != 1 || st.Leaders[0] == old {
+				return fmt.Errorf("no new primary yet: %v", st.Leaders)
+			}
+			leader = st.Leaders[0]
+			return nil
+		})
+		if err := old.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		leader = mustWhole(t, c, 5*time.Minute)
+		verify(t)
 	})
 
 	t.Run("TargetDown", func(t *testing.T) {

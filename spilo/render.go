@@ -57,6 +57,15 @@ func renderArchive(pg, params map[string]any) {
 	params["archive_timeout"] = "60s"
 	rc := path(pg, "recovery_conf")
 	rc["restore_command"] = ContainerBinary + " wal-fetch %f %p"
+	// A new replica (a join, a rebuilt host) from the newest base backup
+	// and the archived WAL, sparing the primary a full copy; Patroni falls
+	// back to pg_basebackup from the primary when there is none (the
+	// command fails).
+	pg["create_replica_method"] = []any{"nodeha_backup", "basebackup"}
+	pg["nodeha_backup"] = map[string]any{
+		"command":   ContainerBinary + " backup-fetch --latest",
+		"keep_data": false,
+	}
 }
 
 // RestoreMethod is the Patroni custom bootstrap that makes a new cluster

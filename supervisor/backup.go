@@ -338,7 +338,9 @@ func (n *Node) Restore(ctx context.Context, name, to string, latest bool) (strin
 			return "", errors.New("restore: give one of --to TIME, --latest or --backup NAME (--backup may go with --to)")
 		}
 	}
-	bs, err := n.bk.arch.Backups(ctx)
+	// Only backups on the way to the newest timeline: one taken on a
+	// branch an earlier restore left is not this cluster's past.
+	bs, err := n.bk.arch.UsableBackups(ctx)
 	if err != nil {
 		return "", err
 	}
