@@ -48,6 +48,13 @@ func partKey(name string, i int) string {
 // succeeded (pg_basebackup's exit); only then is backup.json written: a
 // backup exists once every part is stored and its maker said it is whole.
 func (a *Archive) PushBackup(ctx context.Context, stream io.Reader, info Info, ended func() error) (Info, error) {
+	if info.SystemID != "" {
+		// Before the first part: another cluster's backup leaves nothing.
+		sysid, _ := strconv.ParseUint(info.SystemID, 10, 64)
+		if err := a.claim(ctx, sysid); err != nil {
+			return info, err
+		}
+	}
 	pr, pw := io.Pipe()
 	parsed := make(chan error, 1)
 	go func() {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/nodeha/nodeha/backup"
 	"github.com/nodeha/nodeha/config"
@@ -288,6 +289,10 @@ func cmdBackupPush(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	name := backup.NewBackupName(time.Now())
+	sysid, err := systemID(ctx, s)
+	if err != nil {
+		return err
+	}
 	bin := "pg_basebackup"
 	if *pgBin != "" {
 		bin = filepath.Join(*pgBin, bin)
@@ -304,7 +309,7 @@ func cmdBackupPush(args []string, stdout, stderr io.Writer) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
-	info, err := a.PushBackup(ctx, out, backup.Info{Name: name, Host: *host}, func() error {
+	info, err := a.PushBackup(ctx, out, backup.Info{Name: name, Host: *host, SystemID: sysid}, func() error {
 		if err := cmd.Wait(); err != nil {
 			return fmt.Errorf("backup: pg_basebackup: %w", err)
 		}
@@ -320,6 +325,22 @@ func cmdBackupPush(args []string, stdout, stderr io.Writer) error {
 	return json.NewEncoder(stdout).Encode(info)
 }
 
+// systemID asks the local PostgreSQL for its system identifier.
+func systemID(ctx context.Context, s *backup.Settings) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres application_name=nodeha-backup", s.PGSocketDir, s.PGPort))
+	if err != nil {
+		return "", fmt.Errorf("backup: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rs, err := conn.Exec(ctx, "SELECT system_identifier FROM pg_control_system()").ReadAll()
+	if err != nil || len(rs) != 1 || len(rs[0].Rows) != 1 {
+		return "", fmt.Errorf("backup: read the system identifier: %v", err)
+	}
+	return string(rs[0].Rows[0][0]), nil
+}
+
 // cmdBackupFetch is Patroni's restore bootstrap: it unpacks a base backup
 // into the (empty) data directory; Patroni then replays the WAL.
 func cmdBackupFetch(args []string, stdout, stderr io.Writer) error {
@@ -331,6 +352,10 @@ func cmdBackupFetch(args []string, stdout, stderr io.Writer) error {
 	fs.String("scope", "", "the cluster's scope (Patroni passes it)")
 	fs.String("role", "", "the member's role (Patroni passes it)")
 	fs.String("connstring", "", "the primary's connection string (Patroni passes it)")
+	// A method's other keys come as flags too (Patroni 3 passes these).
+	for _, k := range []string{"keep_data", "no_master", "no_leader"} {
+		fs.String(k, "", "Patroni's, ignored")
+	}
 	a, _, err := containerArchive(fs, args)
 	if err != nil {
 		return err

@@ -322,6 +322,59 @@ func TestBackup(t *testing.T) {
 			return nil
 		})
 	})
+
+	t.Run("EveryHostLost", func(t *testing.T) {
+		// What reached the archive survives the loss of every host, its
+		// data and etcd: a new cluster with the same archive settings,
+		// then nodeha restore --latest.
+		want := mustPsql(t, leader, "INSERT INTO pitr (id) VALUES (999999); SELECT count(*) FROM pitr")
+		verify(t)
+		for _, h := range c.Hosts {
+			if err := h.Kill(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(h.Dir); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c2, err := testcluster.New(clusterOpts("b", backupNet, testcluster.Options{
+			Hosts: 3, BaseDir: t.TempDir(), Scope: "e2e-backup", Env: c.Opts.Env,
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				for _, h := range c2.Hosts {
+					t.Logf("=== nodeha log of new %s ===\n%s", h.Name, tail(h.Logs(ctx), 60))
+					t.Logf("=== spilo log of new %s ===\n%s", h.Name, h.SpiloLogs(ctx, 60))
+				}
+			}
+			for _, h := range c2.Hosts {
+				h.Kill(context.Background())
+			}
+		})
+		for _, h := range c2.Hosts {
+			withArchive(h)
+		}
+		if err := c2.Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		fresh := mustWhole(t, c2, 4*time.Minute)
+		if got, _ := fresh.Psql(ctx, "SELECT count(*) FROM pitr"); got == want {
+			t.Fatalf("the new cluster has the table before any restore")
+		}
+		start := time.Now()
+		out, err := c2.Hosts[0].RunOnce(ctx, "restore", "--latest")
+		if err != nil || !strings.Contains(out, "restored backup") {
+			t.Fatalf("restore --latest: %v\n%s", err, out)
+		}
+		t.Logf("%s (%s)", strings.TrimSpace(out), time.Since(start).Round(time.Second))
+		leader = mustWhole(t, c2, 5*time.Minute)
+		if got := mustPsql(t, leader, "SELECT count(*) FROM pitr"); got != want {
+			t.Errorf("after restoring every lost host: %s rows, want %s (every row archived)", got, want)
+		}
+	})
 }
 
 func lastLine(s string) string {

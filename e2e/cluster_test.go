@@ -790,7 +790,7 @@ func TestCluster(t *testing.T) {
 	})
 }
 
-func mustWhole(t *testing.T, c *testcluster.Cluster, timeout time.Duration) *testcluster.Host {
+func mustWhole(t testing.TB, c *testcluster.Cluster, timeout time.Duration) *testcluster.Host {
 	t.Helper()
 	h, err := c.WaitWhole(context.Background(), timeout)
 	if err != nil {
@@ -799,7 +799,7 @@ func mustWhole(t *testing.T, c *testcluster.Cluster, timeout time.Duration) *tes
 	return h
 }
 
-func mustPsql(t *testing.T, h *testcluster.Host, sql string) string {
+func mustPsql(t testing.TB, h *testcluster.Host, sql string) string {
 	t.Helper()
 	out, err := h.Psql(context.Background(), sql)
 	if err != nil {
@@ -817,7 +817,7 @@ func mustHealth(t *testing.T, h *testcluster.Host) health.Report {
 	return rep
 }
 
-func eventually(t *testing.T, timeout time.Duration, f func() error) {
+func eventually(t testing.TB, timeout time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var err error
@@ -871,7 +871,7 @@ for name, port in (("client-port", 2379), ("peer-port", 2380), ("patroni-rest-ap
 // startWriter starts the benchmark's pgx writer (one row every 100 ms,
 // through dsn, as the application role) and waits for its first 20
 // acknowledged rows; stop ends it and waits for it.
-func startWriter(t *testing.T, dsn string, trial int) (w *faults.Writer, stop func()) {
+func startWriter(t testing.TB, dsn string, trial int) (w *faults.Writer, stop func()) {
 	t.Helper()
 	w, err := faults.NewWriter(dsn, appPassword, trial)
 	if err != nil {

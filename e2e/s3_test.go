@@ -60,7 +60,7 @@ type s3Server struct {
 // there only (no published port), as this process's uid and gid so that
 // its files (in a t.TempDir()) are this process's to read and remove.
 // It returns once the server answers an S3 request.
-func startS3(t *testing.T, c *testcluster.Cluster, ip string) *s3Server {
+func startS3(t testing.TB, c *testcluster.Cluster, ip string) *s3Server {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := testcluster.Docker(ctx, "image", "inspect", s3Image); err != nil {
@@ -114,7 +114,7 @@ func startS3(t *testing.T, c *testcluster.Cluster, ip string) *s3Server {
 // s3Certificates writes a CA (ca.crt) and a certificate it signed for ip
 // and name (server.crt, server.key), ECDSA P-256, into dir, and returns
 // the CA's PEM.
-func s3Certificates(t *testing.T, dir, ip, name string) []byte {
+func s3Certificates(t testing.TB, dir, ip, name string) []byte {
 	t.Helper()
 	serial := func() *big.Int {
 		n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
@@ -181,7 +181,7 @@ func s3Certificates(t *testing.T, dir, ip, name string) []byte {
 // The posix backend's buckets are the folders of its directory: the
 // bucket is made as one (running or stopped, as an operator would), then
 // listed with a signed ListObjectsV2.
-func (s *s3Server) makeBucket(t *testing.T, name string) {
+func (s *s3Server) makeBucket(t testing.TB, name string) {
 	t.Helper()
 	if err := os.Mkdir(filepath.Join(s.dataDir, name), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		t.Fatal(err)
@@ -196,14 +196,14 @@ func (s *s3Server) makeBucket(t *testing.T, name string) {
 }
 
 // stop and start the server (same data) to simulate the backup target being down for a while.
-func (s *s3Server) stop(t *testing.T) {
+func (s *s3Server) stop(t testing.TB) {
 	t.Helper()
 	if _, err := testcluster.Docker(context.Background(), "stop", "-t", "10", s.Name); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (s *s3Server) start(t *testing.T) {
+func (s *s3Server) start(t testing.TB) {
 	t.Helper()
 	if _, err := testcluster.Docker(context.Background(), "start", s.Name); err != nil {
 		t.Fatal(err)
@@ -213,7 +213,7 @@ func (s *s3Server) start(t *testing.T) {
 
 // waitUp waits until the server answers, over TLS with a certificate of
 // the test's CA, an unsigned request with an S3 error (AccessDenied).
-func (s *s3Server) waitUp(t *testing.T) {
+func (s *s3Server) waitUp(t testing.TB) {
 	t.Helper()
 	eventually(t, time.Minute, func() error {
 		code, body, err := s.request(context.Background(), http.MethodGet, "/", nil, nil)

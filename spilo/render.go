@@ -62,10 +62,7 @@ func renderArchive(pg, params map[string]any) {
 	// back to pg_basebackup from the primary when there is none (the
 	// command fails).
 	pg["create_replica_method"] = []any{"nodeha_backup", "basebackup"}
-	pg["nodeha_backup"] = map[string]any{
-		"command":   ContainerBinary + " backup-fetch --latest",
-		"keep_data": false,
-	}
+	pg["nodeha_backup"] = map[string]any{"command": ContainerBinary + " backup-fetch --latest"}
 }
 
 // RestoreMethod is the Patroni custom bootstrap that makes a new cluster

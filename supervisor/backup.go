@@ -593,11 +593,17 @@ func (n *Node) switchWAL(ctx context.Context) {
 		return
 	}
 	for ctx.Err() == nil {
-		rs, err := conn.Exec(ctx, `SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver`).ReadAll()
+		rs, err := conn.Exec(ctx, `SELECT coalesce(last_archived_wal, ''), coalesce(last_failed_wal, ''),
+			coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) FROM pg_stat_archiver`).ReadAll()
 		if err == nil && len(rs) == 1 && len(rs[0].Rows) == 1 {
-			last := string(rs[0].Rows[0][0])
+			row := rs[0].Rows[0]
+			last, failed, failing := string(row[0]), string(row[1]), string(row[2]) == "t"
 			if len(last) >= 24 && backup.IsSegment(last[:24]) && last[8:24] >= seg[8:24] {
 				n.log.Info("restore: the primary's last WAL segment is archived", "segment", seg)
+				return
+			}
+			if failing && len(failed) >= 24 && failed[8:24] >= seg[8:24] {
+				n.log.Warn("restore: archiving fails on the primary; the restore ends at the archive's newest WAL", "segment", seg)
 				return
 			}
 		}
