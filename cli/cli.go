@@ -45,7 +45,7 @@ commands:
   ca         print the cluster CA's certificate, what clients verify the servers against
   metrics-cert  write a certificate that reads the hosts' metrics and nothing else (--out DIR)
   switchover planned leader change (--to NAME), waits for the new primary
-  backup     a base backup now; list: backups and archived WAL; check: the target; keygen --out FILE: an encryption key
+  backup     a base backup now; list: backups and archived WAL; check: the target; verify: WAL gaps; keygen --out FILE: a key
   restore    the whole cluster back in time: --to TIME | --latest | --backup NAME (data directories moved aside, kept)
   install    install the systemd unit and settings file, enable and start nodeha (--dry-run)
   uninstall  stop, disable and remove the unit and settings file; data stays

@@ -144,6 +144,8 @@ var (
 	descArchFail  = desc("nodeha_archive_failed_total", "Failed attempts to archive a WAL segment (pg_stat_archiver, primary only).")
 	descArchLast  = desc("nodeha_archive_last_archived_timestamp_seconds", "When the last WAL segment was archived (Unix time; primary only).")
 	descArchFLast = desc("nodeha_archive_last_failed_timestamp_seconds", "When archiving last failed (Unix time; primary only).")
+	descBkLast    = desc("nodeha_backup_last_success_timestamp_seconds", "When the newest base backup in the archive finished (Unix time; with NODEHA_BACKUP_TARGET).")
+	descArchFailg = desc("nodeha_archive_failing", "1 while this host's latest attempt to archive WAL failed (with NODEHA_BACKUP_TARGET).")
 	descVIP       = desc("nodeha_vip_held", "1 while this host holds the floating address (NODEHA_VIP).", "address")
 	descScrapeErr = desc("nodeha_scrape_error", "1 for each source this scrape could not read, by source.", "source")
 )
@@ -242,6 +244,12 @@ func collectReport(r health.Report, gauge, counter emit) {
 	}
 	if v := r.VIP; v != nil {
 		gauge(descVIP, b2f(v.Held), v.Address)
+	}
+	if b := r.Backup; b != nil {
+		gauge(descArchFailg, b2f(b.Failing))
+		if !b.LastBackupAt.IsZero() {
+			gauge(descBkLast, unix(b.LastBackupAt))
+		}
 	}
 	for _, e := range r.Endpoints {
 		gauge(descEPOpen, float64(e.Open), e.Name)
