@@ -325,6 +325,29 @@ func cmdBackupPush(args []string, stdout, stderr io.Writer) error {
 	return json.NewEncoder(stdout).Encode(info)
 }
 
+// primaryTimeline asks the primary (libpq connection string, password
+// from PGPASSFILE) for its timeline over a replication connection.
+func primaryTimeline(ctx context.Context, connstring string) (int, error) {
+	if connstring == "" {
+		return 0, errors.New("no connection string")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conn, err := pgconn.Connect(ctx, connstring+" replication=true application_name=nodeha-backup-fetch")
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rs, err := conn.Exec(ctx, "IDENTIFY_SYSTEM").ReadAll()
+	if err != nil {
+		return 0, err
+	}
+	if len(rs) != 1 || len(rs[0].Rows) != 1 || len(rs[0].Rows[0]) < 2 {
+		return 0, errors.New("IDENTIFY_SYSTEM: unexpected answer")
+	}
+	return strconv.Atoi(string(rs[0].Rows[0][1]))
+}
+
 // systemID asks the local PostgreSQL for its system identifier.
 func systemID(ctx context.Context, s *backup.Settings) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -351,7 +374,7 @@ func cmdBackupFetch(args []string, stdout, stderr io.Writer) error {
 	// What Patroni passes to a bootstrap or replica creation command.
 	fs.String("scope", "", "the cluster's scope (Patroni passes it)")
 	fs.String("role", "", "the member's role (Patroni passes it)")
-	fs.String("connstring", "", "the primary's connection string (Patroni passes it)")
+	connstring := fs.String("connstring", "", "the primary's connection string (Patroni passes it, and the password in PGPASSFILE)")
 	// A method's other keys come as flags too (Patroni 3 passes these).
 	for _, k := range []string{"keep_data", "no_master", "no_leader"} {
 		fs.String(k, "", "Patroni's, ignored")
@@ -366,10 +389,27 @@ func cmdBackupFetch(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Hour)
 	defer cancel()
 	if *latest {
-		bs, err := a.UsableBackups(ctx)
+		// Only when the archive already holds the primary's timeline: a
+		// replica made from a backup replays the archive, and without the
+		// newest history file it would follow an old timeline past the
+		// point where the primary left it (right after a failover or a
+		// restore). Patroni then makes the replica with pg_basebackup.
+		tl, err := primaryTimeline(ctx, *connstring)
+		if err != nil {
+			return fmt.Errorf("backup-fetch: cannot ask the primary for its timeline, so no replica from a backup: %w", err)
+		}
+		t, err := a.Newest(ctx)
 		if err != nil {
 			return err
 		}
+		if tl > t.TL {
+			return fmt.Errorf("backup-fetch: the primary is on timeline %d, the archive's newest is %d: no replica from a backup until its history is archived", tl, t.TL)
+		}
+		all, err := a.Backups(ctx)
+		if err != nil {
+			return err
+		}
+		bs := backup.Usable(all, t)
 		if len(bs) == 0 {
 			// Patroni goes on to its next method (pg_basebackup).
 			return errors.New("backup-fetch: no base backup to make a replica from")

@@ -162,8 +162,9 @@ func (n *Node) backupLoop(ctx context.Context) {
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
 	for {
-		n.refreshLast(ctx)
-		if n.cfg.BackupSchedule > 0 && n.backupDue() && n.chosenForBackup(ctx) {
+		n.refreshLast(ctx, false)
+		if n.cfg.BackupSchedule > 0 && n.backupDue() && n.chosenForBackup(ctx) &&
+			n.refreshLast(ctx, true) && n.backupDue() { // another host may have taken it meanwhile
 			if msg, err := n.Backup(ctx); err != nil {
 				n.log.Warn("scheduled base backup failed", "err", err)
 			} else {
@@ -178,13 +179,14 @@ func (n *Node) backupLoop(ctx context.Context) {
 	}
 }
 
-// refreshLast lists the archive's backups at most every 5 minutes.
-func (n *Node) refreshLast(ctx context.Context) {
+// refreshLast lists the archive's backups at most every 5 minutes, or now
+// when forced; true when the list is fresh.
+func (n *Node) refreshLast(ctx context.Context, force bool) bool {
 	n.bk.mu.Lock()
 	fresh := time.Since(n.bk.listedAt) < 5*time.Minute
 	n.bk.mu.Unlock()
-	if fresh {
-		return
+	if fresh && !force {
+		return true
 	}
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -194,13 +196,14 @@ func (n *Node) refreshLast(ctx context.Context) {
 	n.bk.listedAt = time.Now()
 	if err != nil {
 		n.bk.listErr = err.Error()
-		return
+		return false
 	}
 	n.bk.listErr = ""
 	n.bk.last = nil
 	if len(bs) > 0 {
 		n.bk.last = &bs[len(bs)-1]
 	}
+	return true
 }
 
 func (n *Node) backupDue() bool {
