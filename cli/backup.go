@@ -325,27 +325,29 @@ func cmdBackupPush(args []string, stdout, stderr io.Writer) error {
 	return json.NewEncoder(stdout).Encode(info)
 }
 
-// primaryTimeline asks the primary (libpq connection string, password
-// from PGPASSFILE) for its timeline over a replication connection.
-func primaryTimeline(ctx context.Context, connstring string) (int, error) {
+// primaryIdentity asks the primary (libpq connection string, password
+// from PGPASSFILE) for its system identifier and timeline over a
+// replication connection.
+func primaryIdentity(ctx context.Context, connstring string) (sysid string, tl int, err error) {
 	if connstring == "" {
-		return 0, errors.New("no connection string")
+		return "", 0, errors.New("no connection string")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	conn, err := pgconn.Connect(ctx, connstring+" replication=true application_name=nodeha-backup-fetch")
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	rs, err := conn.Exec(ctx, "IDENTIFY_SYSTEM").ReadAll()
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
 	if len(rs) != 1 || len(rs[0].Rows) != 1 || len(rs[0].Rows[0]) < 2 {
-		return 0, errors.New("IDENTIFY_SYSTEM: unexpected answer")
+		return "", 0, errors.New("IDENTIFY_SYSTEM: unexpected answer")
 	}
-	return strconv.Atoi(string(rs[0].Rows[0][1]))
+	tl, err = strconv.Atoi(string(rs[0].Rows[0][1]))
+	return string(rs[0].Rows[0][0]), tl, err
 }
 
 // systemID asks the local PostgreSQL for its system identifier.
@@ -394,7 +396,7 @@ func cmdBackupFetch(args []string, stdout, stderr io.Writer) error {
 		// newest history file it would follow an old timeline past the
 		// point where the primary left it (right after a failover or a
 		// restore). Patroni then makes the replica with pg_basebackup.
-		tl, err := primaryTimeline(ctx, *connstring)
+		sysid, tl, err := primaryIdentity(ctx, *connstring)
 		if err != nil {
 			return fmt.Errorf("backup-fetch: cannot ask the primary for its timeline, so no replica from a backup: %w", err)
 		}
@@ -409,10 +411,17 @@ func cmdBackupFetch(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		bs := backup.Usable(all, t)
+		// And only this cluster's: a new cluster next to an old archive
+		// (before its restore) must not make replicas of another system.
+		var bs []backup.Info
+		for _, b := range backup.Usable(all, t) {
+			if b.SystemID == sysid {
+				bs = append(bs, b)
+			}
+		}
 		if len(bs) == 0 {
 			// Patroni goes on to its next method (pg_basebackup).
-			return errors.New("backup-fetch: no base backup to make a replica from")
+			return fmt.Errorf("backup-fetch: no base backup of system %s to make a replica from", sysid)
 		}
 		*name = bs[len(bs)-1].Name
 	}
