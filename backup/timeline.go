@@ -3,6 +3,7 @@ package backup
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -231,4 +232,36 @@ func (a *Archive) UsableBackups(ctx context.Context) ([]Info, error) {
 		return nil, err
 	}
 	return Usable(bs, t), nil
+}
+
+// CanReplay says whether a restore of backup b can follow t's history out
+// of the archive: for every switch of timeline after b's start, the new
+// timeline's copy of the segment holding the switch point must be
+// archived. Without it PostgreSQL reads the old timeline's segment
+// instead and replays past the switch point, onto a branch the cluster
+// left (right after a failover or a restore, until the new primary's
+// first segment is archived).
+func (a *Archive) CanReplay(ctx context.Context, t Timeline, b Info) error {
+	_, start, ok := parseSegmentFile(b.StartWAL)
+	if !ok {
+		return fmt.Errorf("backup: backup %s has no start segment", b.Name)
+	}
+	for i, s := range t.History {
+		seg := segmentOf(s.End)
+		if seg < start {
+			continue
+		}
+		next := t.TL
+		if i+1 < len(t.History) {
+			next = t.History[i+1].TL
+		}
+		name := segmentFile(next, seg)
+		if _, err := a.Store.Stat(ctx, walDir+name+ext); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("backup: %s, the first segment of timeline %d, is not archived yet", name, next)
+			}
+			return err
+		}
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -82,5 +83,32 @@ func TestVerify(t *testing.T) {
 	push("000000020000000000000005", segment42("000000020000000000000005"))
 	if g, _ := a.Verify(ctx); len(g.Missing) != 0 {
 		t.Errorf("after the gap is filled: %+v", g)
+	}
+}
+
+func TestCanReplay(t *testing.T) {
+	a, _ := newArchive(t, "")
+	ctx := context.Background()
+	src := t.TempDir()
+	push := func(name string) {
+		p := filepath.Join(src, name)
+		os.WriteFile(p, segment42(name), 0o600)
+		if err := a.PushWAL(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tl := Timeline{TL: 2, History: []Switch{{TL: 1, End: 0x51A1090}}}
+	b := Info{Name: "b", StartWAL: "000000010000000000000003"}
+	push("000000010000000000000005") // the old timeline's, past the switch
+	if err := a.CanReplay(ctx, tl, b); err == nil || !strings.Contains(err.Error(), "000000020000000000000005") {
+		t.Errorf("CanReplay without the new timeline's first segment: %v", err)
+	}
+	push("000000020000000000000005")
+	if err := a.CanReplay(ctx, tl, b); err != nil {
+		t.Errorf("CanReplay: %v", err)
+	}
+	// A backup after the switch needs nothing of it.
+	if err := a.CanReplay(ctx, tl, Info{Name: "c", StartWAL: "000000020000000000000007"}); err != nil {
+		t.Errorf("CanReplay of a later backup: %v", err)
 	}
 }

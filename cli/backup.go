@@ -423,6 +423,9 @@ func cmdBackupFetch(args []string, stdout, stderr io.Writer) error {
 			// Patroni goes on to its next method (pg_basebackup).
 			return fmt.Errorf("backup-fetch: no base backup of system %s to make a replica from", sysid)
 		}
+		if err := a.CanReplay(ctx, t, bs[len(bs)-1]); err != nil {
+			return fmt.Errorf("backup-fetch: no replica from a backup yet: %w", err)
+		}
 		*name = bs[len(bs)-1].Name
 	}
 	start := time.Now()

@@ -351,6 +351,16 @@ func (n *Node) Restore(ctx context.Context, name, to string, latest bool) (strin
 	if err != nil {
 		return "", fmt.Errorf("restore: %w", err)
 	}
+	warning := ""
+	if t, err := n.bk.arch.Newest(ctx); err == nil {
+		if err := n.bk.arch.CanReplay(ctx, t, b); err != nil {
+			// The newest timeline began less than a segment before its
+			// primary was lost: its first segment never reached the
+			// archive, and the replay follows the old timeline instead.
+			warning = fmt.Sprintf("; warning: %v, so the replay follows the timeline before it", err)
+			n.log.Warn("restore: the newest timeline's first segment is not archived", "err", err)
+		}
+	}
 	etcd, scope := n.member.Client(), n.cfg.Scope
 	if resp, err := etcd.Get(ctx, dcs.Restore(scope)); err != nil {
 		return "", fmt.Errorf("restore: %w", err)
@@ -406,8 +416,8 @@ func (n *Node) Restore(ctx context.Context, name, to string, latest bool) (strin
 	} else if req.Immediate {
 		what = "the end of the backup"
 	}
-	return fmt.Sprintf("restored backup %s to %s; %s is the primary; the data directories before the restore are kept as pgdata.before-restore-%s",
-		b.Name, what, leader, req.ID), nil
+	return fmt.Sprintf("restored backup %s to %s; %s is the primary; the data directories before the restore are kept as pgdata.before-restore-%s%s",
+		b.Name, what, leader, req.ID, warning), nil
 }
 
 func putRestore(ctx context.Context, etcd *clientv3.Client, scope string, req restoreRequest) error {
@@ -550,6 +560,9 @@ func (n *Node) restoreStep(ctx context.Context, req restoreRequest) error {
 			return err
 		}
 		n.runner.Release()
+		// The new primary's first segment to the archive now: until it
+		// is there, no replica can be made from a backup (CanReplay).
+		n.switchWAL(ctx)
 	case "aborted":
 		// Put back what the stop moved, unless something new is there.
 		if fi, err := os.Stat(aside); err == nil && fi.IsDir() {

@@ -5,6 +5,11 @@
 // probe. It prints a table per fault and writes the raw results as JSON.
 //
 //	go run ./internal/cmd/bench -trials 10 -out bench.json   (make bench)
+//
+// With -archive the nodeha variants archive their WAL to an S3 server (the
+// e2e tests' Versity S3 Gateway) on the cluster's network, and their
+// results are named VARIANT+archive, so that -report can put a run with
+// archiving and one without side by side.
 package main
 
 import (
@@ -12,6 +17,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -34,7 +40,13 @@ type variant struct {
 	// through its read-write endpoint, without target_session_attrs;
 	// otherwise it has the multi-host string.
 	Endpoint bool
+	// Archive: every host archives its WAL (NODEHA_BACKUP_*) to benchS3,
+	// target s3://bench/<the variant's name without archiveSuffix>.
+	Archive bool
 }
+
+// archiveSuffix ends the name of a variant run with -archive.
+const archiveSuffix = "+archive"
 
 var variants = []variant{
 	{Name: "baseline", Env: []string{"NODEHA_TTL=45", "NODEHA_LOOP_WAIT=15", "NODEHA_RETRY_TIMEOUT=15", "NODEHA_FAILOVER_ASSIST=false", "NODEHA_SYNCHRONOUS=false"}},
@@ -68,6 +80,7 @@ func run() error {
 	walGrowth := flag.Duration("wal-growth", 0, "instead of faults: run the benchmark's writer this long on the nodeha variant and measure how fast the primary's local WAL archive grows")
 	extraEnv := flag.String("env", "", "extra environment of every nodeha (comma-separated K=V, e.g. GOMAXPROCS=1), for experiments")
 	report := flag.String("report", "", "print the table of these raw result files (comma-separated; a later file's fault and variant replace an earlier one's) and run nothing")
+	archive := flag.Bool("archive", false, "WAL archiving on (faults or -pgbench): every host of the nodeha variants (not baseline) archives to an S3 server on the cluster's network (."+strconv.Itoa(s3Host)+", image "+testcluster.S3Image+": make image-s3), target s3://bench/VARIANT, not encrypted, base backups on their default schedule; results are named VARIANT"+archiveSuffix+", so -report off.json,on.json puts a run without and one with side by side")
 	flag.Parse()
 	if *extraEnv != "" {
 		benchEnv = strings.Split(*extraEnv, ",")
@@ -92,10 +105,18 @@ func run() error {
 	if *report != "" {
 		return printReport(strings.Split(*report, ","), fs)
 	}
+	if *archive && (*walGrowth > 0 || *idleConns > 0 || *viaEndpoint) {
+		return fmt.Errorf("-archive: with the faults or -pgbench only")
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
 	if err := testcluster.RequireImage(ctx, *image); err != nil {
 		return err
+	}
+	if *archive {
+		if err := testcluster.RequireImage(ctx, testcluster.S3Image); err != nil {
+			return fmt.Errorf("%w (make image-s3)", err)
+		}
 	}
 	tmp, err := os.MkdirTemp("", "nodeha-bench")
 	if err != nil {
@@ -113,7 +134,7 @@ func run() error {
 	save := func(r faults.Result) {
 		results = append(results, r)
 		b, _ := json.MarshalIndent(map[string]any{
-			"machine": machine(), "spilo": g.Tag, "image": *image, "started": started.UTC(), "trials": *trials, "results": results,
+			"machine": machine(), "spilo": g.Tag, "image": *image, "started": started.UTC(), "trials": *trials, "archive": *archive, "results": results,
 		}, "", "  ")
 		if err := os.WriteFile(*out, b, 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -149,7 +170,7 @@ func run() error {
 	saveTPS := func(t Throughput) {
 		tps = append(tps, t)
 		b, _ := json.MarshalIndent(map[string]any{
-			"machine": machine(), "spilo": g.Tag, "image": *image, "started": started.UTC(), "pgbench": tps,
+			"machine": machine(), "spilo": g.Tag, "image": *image, "started": started.UTC(), "archive": *archive, "pgbench": tps,
 		}, "", "  ")
 		if err := os.WriteFile(*out, b, 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -187,6 +208,10 @@ func run() error {
 		if !slices.Contains(strings.Split(*only, ","), v.Name) {
 			continue
 		}
+		if *archive && v.Name != "baseline" { // the recipe's Patroni has no archive of nodeha's
+			v.Name += archiveSuffix
+			v.Archive = true
+		}
 		work := func(ctx context.Context, c *testcluster.Cluster) error {
 			return runFaults(ctx, c, v, fs, *trials, *keep, save)
 		}
@@ -200,7 +225,8 @@ func run() error {
 				return runEndpointPgbench(ctx, c, clients, *pgbenchRounds, *pgbenchSeconds, *haproxyImage, savePath)
 			}
 		}
-		if err := runVariant(ctx, v, g, *image, *overlay, filepath.Join(os.TempDir(), "nodeha-bench", v.Name), *keep, work); err != nil {
+		dir := filepath.Join(os.TempDir(), "nodeha-bench", strings.ReplaceAll(v.Name, "+", "-")) // no + in PostgreSQL's paths
+		if err := runVariant(ctx, v, g, *image, *overlay, dir, *keep, work); err != nil {
 			return err
 		}
 	}
@@ -267,6 +293,7 @@ func runVariant(ctx context.Context, v variant, g testcluster.Generation, image,
 	if err != nil {
 		return err
 	}
+	testcluster.Docker(ctx, "rm", "-f", c.Opts.Prefix+"-s3") // an interrupted -archive run's
 	c.Down(ctx, true)
 	defer func() {
 		if keep && err != nil {
@@ -275,14 +302,101 @@ func runVariant(ctx context.Context, v variant, g testcluster.Generation, image,
 		}
 		c.Down(context.Background(), true)
 	}()
+	if v.Archive {
+		stop, serr := startArchive(ctx, c)
+		if serr != nil {
+			return serr
+		}
+		// Before c.Down (deferred earlier, run later): the network goes
+		// only once nothing is on it.
+		defer func() { stop(keep && err != nil) }()
+	}
 	if err := upCluster(ctx, c, v); err != nil {
 		return err
 	}
 	return work(ctx, c)
 }
 
+// benchS3 is the S3 server of the variant running with Archive.
+var benchS3 *testcluster.S3
+
+// s3Host is the last octet of benchS3's address (hosts have .11 up,
+// -pgbench-endpoint's HAProxy .200).
+const s3Host = 90
+
+// startArchive creates c's network and starts benchS3 on it, with a bucket
+// "bench"; stop removes the server and its files (unless keep).
+func startArchive(ctx context.Context, c *testcluster.Cluster) (stop func(keep bool), err error) {
+	pfx, err := netip.ParsePrefix(c.Opts.Subnet)
+	if err != nil {
+		return nil, err
+	}
+	a := pfx.Masked().Addr().As4()
+	a[3] = s3Host
+	if _, err := testcluster.Docker(ctx, "network", "inspect", c.Network()); err != nil {
+		if _, err := testcluster.Docker(ctx, "network", "create", "--subnet", c.Opts.Subnet,
+			"--label", "io.nodeha.testcluster="+c.Opts.Prefix, c.Network()); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", "nodeha-bench-s3-")
+	if err != nil {
+		return nil, err
+	}
+	s, err := testcluster.StartS3(ctx, c, netip.AddrFrom4(a).String(), dir)
+	if err == nil {
+		err = s.MakeBucket(ctx, "bench")
+		if err != nil {
+			s.Remove(context.Background())
+		}
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("the archive's S3 server: %w", err)
+	}
+	benchS3 = s
+	return func(keep bool) {
+		benchS3 = nil
+		if keep {
+			fmt.Fprintf(os.Stderr, "leaving S3 server %s (%s) up for inspection (data in %s)\n", s.Name, s.Endpoint, s.DataDir)
+			return
+		}
+		s.Remove(context.Background())
+		os.RemoveAll(dir)
+	}, nil
+}
+
+// withArchive gives every host of c v's archive settings: an empty
+// target (what an earlier cluster of v archived there removed: nodeha
+// refuses to mix two clusters' WAL), the secrets in the host's directory.
+func withArchive(c *testcluster.Cluster, v variant) (string, error) {
+	if benchS3 == nil {
+		return "", fmt.Errorf("%s: no S3 server", v.Name)
+	}
+	prefix := strings.TrimSuffix(v.Name, archiveSuffix)
+	if err := os.RemoveAll(filepath.Join(benchS3.DataDir, "bench", prefix)); err != nil {
+		return "", err
+	}
+	for _, h := range c.Hosts {
+		env, err := benchS3.ArchiveEnv(h, "bench", prefix, "")
+		if err != nil {
+			return "", err
+		}
+		h.Extra = env
+	}
+	return fmt.Sprintf("archive s3://bench/%s at %s", prefix, benchS3.Endpoint), nil
+}
+
 func upCluster(ctx context.Context, c *testcluster.Cluster, v variant) error {
-	fmt.Fprintf(os.Stderr, "== %s: starting the cluster (%s)\n", v.Name, strings.Join(v.Env, " "))
+	settings := strings.Join(v.Env, " ")
+	if v.Archive {
+		a, err := withArchive(c, v)
+		if err != nil {
+			return err
+		}
+		settings = strings.TrimSpace(settings + " " + a)
+	}
+	fmt.Fprintf(os.Stderr, "== %s: starting the cluster (%s)\n", v.Name, settings)
 	if err := c.Up(ctx); err != nil {
 		return err
 	}
@@ -339,15 +453,21 @@ func machine() string {
 }
 
 func printTable(w *os.File, results []faults.Result, fs []faults.Fault) {
+	archived := slices.ContainsFunc(results, func(r faults.Result) bool { return strings.HasSuffix(r.Variant, archiveSuffix) })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "fault\tvariant\ttrials\tpause median\tpause p95\tpause max\twhole median\tlost\toverlaps\tfailed\tpause vs baseline\t")
+	head := "fault\tvariant\ttrials\tpause median\tpause p95\tpause max\twhole median\tlost\toverlaps\tfailed\tpause vs baseline\t"
+	if archived {
+		head += "pause vs no archive\t"
+	}
+	fmt.Fprintln(tw, head)
 	for _, f := range fs {
 		var baseMedian float64
-		for _, v := range variants {
+		medians := map[string]float64{}
+		for _, name := range variantNames() {
 			var pauses, wholes []float64
 			lost, overlaps, failed, n := 0, 0, 0, 0
 			for _, r := range results {
-				if r.Fault != f.Name || r.Variant != v.Name {
+				if r.Fault != f.Name || r.Variant != name {
 					continue
 				}
 				n++
@@ -365,17 +485,37 @@ func printTable(w *os.File, results []faults.Result, fs []faults.Fault) {
 				continue
 			}
 			med := quantile(pauses, 0.5)
+			medians[name] = med
 			ratio := "-"
-			if v.Name == "baseline" {
+			if name == "baseline" {
 				baseMedian = med
 			} else if baseMedian > 0 && med > 0 {
 				ratio = fmt.Sprintf("%.2fx", med/baseMedian)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%.2fs\t%.2fs\t%.2fs\t%.1fs\t%d\t%d\t%d\t%s\t\n",
-				f.Name, v.Name, n, med, quantile(pauses, 0.95), quantile(pauses, 1), quantile(wholes, 0.5), lost, overlaps, failed, ratio)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.2fs\t%.2fs\t%.2fs\t%.1fs\t%d\t%d\t%d\t%s\t",
+				f.Name, name, n, med, quantile(pauses, 0.95), quantile(pauses, 1), quantile(wholes, 0.5), lost, overlaps, failed, ratio)
+			if archived {
+				vs := "-"
+				off, ok := medians[strings.TrimSuffix(name, archiveSuffix)]
+				if ok && strings.HasSuffix(name, archiveSuffix) && off > 0 && med > 0 {
+					vs = fmt.Sprintf("%.2fx (%+.2fs)", med/off, med-off)
+				}
+				fmt.Fprintf(tw, "%s\t", vs)
+			}
+			fmt.Fprintln(tw)
 		}
 	}
 	tw.Flush()
+}
+
+// variantNames are the names results may have: every variant's, each
+// followed by its name with archiveSuffix (a run with -archive).
+func variantNames() []string {
+	var names []string
+	for _, v := range variants {
+		names = append(names, v.Name, v.Name+archiveSuffix)
+	}
+	return names
 }
 
 // quantile uses the nearest-rank method.

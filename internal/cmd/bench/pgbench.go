@@ -74,11 +74,11 @@ func printThroughput(w *os.File, rs []Throughput) {
 	fmt.Fprintln(tw, "clients\tvariant\trounds\ttps median\ttps min\ttps max\tvs nodeha-async\t")
 	counts := distinct(rs, func(r Throughput) int { return r.Clients })
 	for _, n := range counts {
-		var asyncMedian float64
-		for _, v := range variants {
+		medians := map[string]float64{}
+		for _, name := range variantNames() {
 			var tps []float64
 			for _, r := range rs {
-				if r.Clients == n && r.Variant == v.Name {
+				if r.Clients == n && r.Variant == name {
 					tps = append(tps, r.TPS)
 				}
 			}
@@ -86,13 +86,16 @@ func printThroughput(w *os.File, rs []Throughput) {
 				continue
 			}
 			med := quantile(tps, 0.5)
+			medians[name] = med
 			ratio := "-"
-			if v.Name == "nodeha-async" {
-				asyncMedian = med
-			} else if asyncMedian > 0 {
-				ratio = fmt.Sprintf("%.2fx", med/asyncMedian)
+			async := "nodeha-async" // with archiving as this variant's
+			if strings.HasSuffix(name, archiveSuffix) {
+				async += archiveSuffix
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%d\t%.0f\t%.0f\t%.0f\t%s\t\n", n, v.Name, len(tps), med, quantile(tps, 0), quantile(tps, 1), ratio)
+			if name != async && medians[async] > 0 {
+				ratio = fmt.Sprintf("%.2fx", med/medians[async])
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%.0f\t%.0f\t%.0f\t%s\t\n", n, name, len(tps), med, quantile(tps, 0), quantile(tps, 1), ratio)
 		}
 	}
 	tw.Flush()
