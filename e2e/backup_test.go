@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -236,7 +237,7 @@ func TestBackup(t *testing.T) {
 		seg := mustPsql(t, leader, "SELECT pg_walfile_name(pg_switch_wal())")
 		eventually(t, 2*time.Minute, func() error {
 			out, err := leader.RunOnce(ctx, "backup", "verify")
-			if err != nil || !strings.Contains(out, "every segment archived") || !strings.Contains(out, " to "+seg[:8]) {
+			if err != nil || !archivedUpTo(out, seg) {
 				return fmt.Errorf("backup verify (up to %s): %v\n%s", seg, err, out)
 			}
 			return nil
@@ -377,7 +378,75 @@ func TestBackup(t *testing.T) {
 	})
 }
 
+// archivedUpTo says whether `nodeha backup verify` found no gap up to at
+// least segment seg ("WAL from A to B: every segment archived").
+func archivedUpTo(out, seg string) bool {
+	m := regexp.MustCompile(`to ([0-9A-F]{24}): every segment archived`).FindStringSubmatch(out)
+	return m != nil && m[1][8:] >= seg[8:] && m[1][:8] >= seg[:8]
+}
+
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// TestBackupToDirectory archives to a directory every host mounts at the
+// same path, as an NFS mount would be: a base backup, the WAL, and the
+// whole cluster restored from it.
+func TestBackupToDirectory(t *testing.T) {
+	ctx := context.Background()
+	shared := t.TempDir()
+	target := filepath.Join(shared, "archive")
+	if err := os.Mkdir(target, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// The path must be traversable by the image's postgres user, as an
+	// NFS mount point is.
+	os.Chmod(shared, 0o755)
+	os.Chmod(filepath.Dir(shared), 0o755)
+	c, err := testcluster.New(clusterOpts("bd", 16, testcluster.Options{
+		Hosts: 3, BaseDir: t.TempDir(), Scope: "e2e-backup-dir", Shared: []string{shared},
+		Env: []string{"NODEHA_BACKUP_TARGET=file://" + target, "NODEHA_BACKUP_SCHEDULE=0"},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Down(ctx, false)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, h := range c.Hosts {
+				t.Logf("=== nodeha log of %s ===\n%s", h.Name, tail(h.Logs(ctx), 40))
+				t.Logf("=== spilo log of %s ===\n%s", h.Name, h.SpiloLogs(ctx, 40))
+			}
+		}
+		c.Down(ctx, false)
+	})
+	if err := c.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	leader := mustWhole(t, c, 4*time.Minute)
+	mustPsql(t, leader, "CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept SELECT generate_series(1, 100)")
+	if out, err := leader.RunOnce(ctx, "backup"); err != nil || !strings.Contains(out, "backup base_") {
+		t.Fatalf("nodeha backup: %v\n%s", err, out)
+	}
+	if m, _ := filepath.Glob(filepath.Join(target, "basebackups", "base_*", "backup.json")); len(m) != 1 {
+		t.Errorf("backup.json files in the directory: %v", m)
+	}
+	mustPsql(t, leader, "INSERT INTO kept SELECT generate_series(101, 200)")
+	seg := mustPsql(t, leader, "SELECT pg_walfile_name(pg_switch_wal())")
+	eventually(t, time.Minute, func() error {
+		out, err := leader.RunOnce(ctx, "backup", "verify")
+		if err != nil || !archivedUpTo(out, seg) {
+			return fmt.Errorf("verify up to %s: %v\n%s", seg, err, out)
+		}
+		return nil
+	})
+	out, err := c.Hosts[1].RunOnce(ctx, "restore", "--latest")
+	if err != nil || !strings.Contains(out, "restored backup") {
+		t.Fatalf("restore --latest: %v\n%s", err, out)
+	}
+	leader = mustWhole(t, c, 5*time.Minute)
+	if got := mustPsql(t, leader, "SELECT count(*) FROM kept"); got != "200" {
+		t.Errorf("after the restore: %s rows, want 200", got)
+	}
 }

@@ -46,6 +46,9 @@ type Options struct {
 	Overlay     string // Patroni overlay file copied to each host (optional)
 	Scope       string
 	Env         []string // extra NODEHA_* settings for every host
+	// Shared are directories of this machine every host mounts at the same
+	// path (an NFS mount on real hosts).
+	Shared []string
 }
 
 // Cluster is a set of simulated hosts.
@@ -154,6 +157,9 @@ func (h *Host) RecreateNodeha(ctx context.Context, extra ...string) error {
 func (h *Host) RunOnce(ctx context.Context, args ...string) (string, error) {
 	run := []string{"run", "--rm", "--network", "container:" + h.Holder,
 		"-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", h.Dir + ":" + h.Dir}
+	for _, d := range h.c.Opts.Shared {
+		run = append(run, "-v", d+":"+d)
+	}
 	for _, e := range h.Env() {
 		run = append(run, "-e", e)
 	}
@@ -294,6 +300,9 @@ func (h *Host) StartNodeha(ctx context.Context, args ...string) error {
 	run := []string{"run", "-d", "--name", h.Nodeha, "--network", "container:" + h.Holder, "--cap-add", "NET_ADMIN",
 		"--label", "io.nodeha.testcluster=" + h.c.Opts.Prefix,
 		"-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", h.Dir + ":" + h.Dir}
+	for _, d := range h.c.Opts.Shared {
+		run = append(run, "-v", d+":"+d)
+	}
 	for _, e := range h.Env() {
 		run = append(run, "-e", e)
 	}
