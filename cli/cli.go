@@ -198,6 +198,11 @@ func runDaemon(name string, args []string, stderr io.Writer) error {
 	}
 	log := newLogger(cfg, stderr)
 	supervisor.Version = Version
+	// The daemon's command line stays readable by every local user for as
+	// long as it runs.
+	for _, f := range cfg.SecretFlags {
+		log.Warn(f + " on the command line is visible to every local user (ps, /proc/PID/cmdline) while nodeha runs; set it in the environment or the settings file (mode 0600; nodeha install writes one) instead")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -102,6 +102,9 @@ type Config struct {
 	TestHooks            bool          `envconfig:"NODEHA_TEST_HOOKS" flag:"test-hooks" desc:"tests only: serve POST /debug/hang on the health socket, which hangs the reconcile loop (to prove the systemd watchdog)"`
 	LogLevel             string        `envconfig:"NODEHA_LOG_LEVEL" flag:"log-level" default:"info" desc:"debug, info, warn or error"`
 
+	// SecretFlags are the secret settings given on the command line; set
+	// by Load (commands warn about them).
+	SecretFlags []string `ignored:"true"`
 	// SocketGID is SocketGroup resolved (-1: none); set by Resolve.
 	SocketGID int `ignored:"true"`
 	// HostEtcdData and HostPostgresData say what this host holds; set by
@@ -148,7 +151,27 @@ func Load(fs *flag.FlagSet, args []string) (*Config, error) {
 		return nil, err
 	}
 	c.Peers = splitList(c.Peers)
+	c.SecretFlags = SecretFlagsGiven(fs)
 	return &c, nil
+}
+
+// SecretFlagsGiven lists the secret settings (the token, the passwords)
+// given as flags on fs's command line, where every local user can read
+// them (ps, /proc/PID/cmdline).
+func SecretFlagsGiven(fs *flag.FlagSet) []string {
+	secret := map[string]bool{}
+	for _, s := range Settings() {
+		if s.Secret {
+			secret[strings.TrimPrefix(s.Flag, "--")] = true
+		}
+	}
+	var out []string
+	fs.Visit(func(f *flag.Flag) {
+		if secret[f.Name] {
+			out = append(out, "--"+f.Name)
+		}
+	})
+	return out
 }
 
 // Register binds a flag to every field of c, with c's current values as the

@@ -254,6 +254,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.hs, err = health.ListenGroup(cfg.Socket, cfg.SocketGID, n.Report, acts); err != nil {
 		return err
 	}
+	for _, w := range config.AccountClashes(cfg.PostgresUID, cfg.PostgresGID, nil, nil) {
+		log.Warn(w)
+	}
 	log.Info("nodeha running", "name", cfg.Name, "address", cfg.AdvertiseIP, "socket", cfg.Socket, "spec_hash", n.spec.Hash)
 
 	// READY once the etcd member serves and the socket answers.
