@@ -63,30 +63,58 @@ func (a *Archive) PushBackup(ctx context.Context, stream io.Reader, info Info, e
 		parsed <- err
 	}()
 	in := io.TeeReader(stream, pw)
-	buf := make([]byte, a.partSize)
+	// Two buffers: the next part is read from pg_basebackup while the
+	// last one is compressed, encrypted and uploaded.
+	free := make(chan []byte, 2)
+	free <- make([]byte, a.partSize)
+	free <- make([]byte, a.partSize)
+	full := make(chan []byte)
+	uploaded := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range full {
+			if err == nil {
+				var enc []byte
+				if enc, err = a.codec.encode(b); err == nil {
+					if err = a.Store.Put(ctx, partKey(info.Name, info.Parts), enc); err == nil {
+						info.Parts++
+						info.Size += int64(len(b))
+						info.Stored += int64(len(enc))
+					}
+				}
+			}
+			free <- b[:cap(b)]
+		}
+		uploaded <- err
+	}()
+	var readErr error
 	for {
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-ctx.Done():
+			readErr = ctx.Err()
+		}
+		if readErr != nil {
+			break
+		}
 		n, err := io.ReadFull(in, buf)
 		if n > 0 {
-			enc, eerr := a.codec.encode(buf[:n])
-			if eerr != nil {
-				pw.CloseWithError(eerr)
-				return info, eerr
-			}
-			if perr := a.Store.Put(ctx, partKey(info.Name, info.Parts), enc); perr != nil {
-				pw.CloseWithError(perr)
-				return info, perr
-			}
-			info.Parts++
-			info.Size += int64(n)
-			info.Stored += int64(len(enc))
+			full <- buf[:n]
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			break
 		}
 		if err != nil {
-			pw.CloseWithError(err)
-			return info, fmt.Errorf("backup: read the base backup: %w", err)
+			readErr = fmt.Errorf("backup: read the base backup: %w", err)
+			break
 		}
+	}
+	close(full)
+	if err := errors.Join(readErr, <-uploaded); err != nil {
+		pw.CloseWithError(err)
+		<-parsed
+		return info, err
 	}
 	pw.Close()
 	if ended != nil {
