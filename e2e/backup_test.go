@@ -131,6 +131,19 @@ func TestBackup(t *testing.T) {
 			t.Fatalf("nodeha backup on %s: %v\n%s", replica.Name, err, out)
 		}
 		t.Logf("%s", strings.TrimSpace(out))
+		// The host's metrics (loopback, the default) say so.
+		metrics, err := testcluster.Docker(ctx, "run", "--rm", "--network", "container:"+replica.Holder, "--entrypoint", "curl",
+			hostImage, "-sf", "http://127.0.0.1:9272/metrics")
+		if err != nil {
+			t.Fatalf("scrape %s: %v", replica.Name, err)
+		}
+		m := regexp.MustCompile(`(?m)^nodeha_backup_last_success_timestamp_seconds ([0-9.e+]+)$`).FindStringSubmatch(metrics)
+		if v, _ := strconv.ParseFloat(safeIndex(m, 1), 64); m == nil || time.Since(time.Unix(int64(v), 0)) > time.Minute {
+			t.Errorf("nodeha_backup_last_success_timestamp_seconds on %s: %v", replica.Name, m)
+		}
+		if !strings.Contains(metrics, "\nnodeha_archive_failing 0\n") {
+			t.Errorf("nodeha_archive_failing 0 is not in %s's metrics", replica.Name)
+		}
 	})
 
 	// Committed before T, committed after T, then the mistake.
@@ -383,6 +396,13 @@ func TestBackup(t *testing.T) {
 func archivedUpTo(out, seg string) bool {
 	m := regexp.MustCompile(`to ([0-9A-F]{24}): every segment archived`).FindStringSubmatch(out)
 	return m != nil && m[1][8:] >= seg[8:] && m[1][:8] >= seg[:8]
+}
+
+func safeIndex(m []string, i int) string {
+	if i < len(m) {
+		return m[i]
+	}
+	return ""
 }
 
 func lastLine(s string) string {
