@@ -150,8 +150,17 @@ func (a *Archive) read(ctx context.Context, key string) ([]byte, error) {
 }
 
 // FetchWAL writes the archived WAL file name to dest (restore_command's %f
-// and %p); ErrNotFound when it is not archived.
+// and %p); ErrNotFound when it is not archived, or when a newer timeline
+// in the archive left name's timeline before or inside that segment (see
+// superseded).
 func (a *Archive) FetchWAL(ctx context.Context, name, dest string) error {
+	if IsSegment(name) {
+		if by, err := a.superseded(ctx, name); err != nil {
+			return err
+		} else if by != "" {
+			return fmt.Errorf("backup: %s: timeline %s left that timeline before its end: %w", name, by, ErrNotFound)
+		}
+	}
 	b, err := a.read(ctx, walDir+name+ext)
 	if err != nil {
 		return err

@@ -265,3 +265,46 @@ func (a *Archive) CanReplay(ctx context.Context, t Timeline, b Info) error {
 	}
 	return nil
 }
+
+// superseded says which newer timeline (its history file's name), if any,
+// left segment name's timeline at or before that segment. Such a segment
+// holds WAL past the point where the cluster went on elsewhere (a deposed
+// primary's last writes, archived by it or by a replica under archive_mode
+// always): PostgreSQL asks for the newer timeline's copy first, and when
+// that is not archived yet it would take this one and replay onto a
+// branch the cluster left, for good. Refused, it streams from the primary
+// or waits for the newer copy instead. One HEAD per call in the common
+// case (no newer timeline).
+func (a *Archive) superseded(ctx context.Context, name string) (string, error) {
+	tl, n, ok := parseSegmentFile(name)
+	if !ok {
+		return "", nil
+	}
+	newest := ""
+	for next := tl + 1; ; next++ {
+		h := fmt.Sprintf("%08X.history", next)
+		if _, err := a.Store.Stat(ctx, walDir+h+ext); errors.Is(err, ErrNotFound) {
+			break
+		} else if err != nil {
+			return "", err
+		}
+		newest = h
+	}
+	if newest == "" {
+		return "", nil
+	}
+	b, err := a.read(ctx, walDir+newest+ext)
+	if err != nil {
+		return "", err
+	}
+	hist, err := ParseHistory(b)
+	if err != nil {
+		return "", err
+	}
+	for _, s := range hist {
+		if s.TL == tl && n >= segmentOf(s.End) {
+			return newest, nil
+		}
+	}
+	return "", nil
+}

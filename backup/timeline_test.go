@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -110,5 +111,41 @@ func TestCanReplay(t *testing.T) {
 	// A backup after the switch needs nothing of it.
 	if err := a.CanReplay(ctx, tl, Info{Name: "c", StartWAL: "000000020000000000000007"}); err != nil {
 		t.Errorf("CanReplay of a later backup: %v", err)
+	}
+}
+
+func TestFetchRefusesASupersededSegment(t *testing.T) {
+	a, _ := newArchive(t, "")
+	ctx := context.Background()
+	src := t.TempDir()
+	push := func(name string, body []byte) {
+		p := filepath.Join(src, name)
+		os.WriteFile(p, body, 0o600)
+		if err := a.PushWAL(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"000000010000000000000003", "000000010000000000000004", "000000010000000000000005"} {
+		push(n, segment42(n))
+	}
+	dest := filepath.Join(src, "RECOVERYXLOG")
+	// No newer timeline: every segment is served.
+	if err := a.FetchWAL(ctx, "000000010000000000000004", dest); err != nil {
+		t.Fatal(err)
+	}
+	// Timeline 2 left timeline 1 inside segment 4: 4 and 5 of timeline 1
+	// hold WAL the cluster left; 3 is still on the way.
+	push("00000002.history", []byte("1\t0/449F5D8\tno recovery target specified\n"))
+	if err := a.FetchWAL(ctx, "000000010000000000000003", dest); err != nil {
+		t.Errorf("segment before the switch: %v", err)
+	}
+	for _, n := range []string{"000000010000000000000004", "000000010000000000000005"} {
+		if err := a.FetchWAL(ctx, n, dest); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s past the switch to timeline 2: %v, want ErrNotFound", n, err)
+		}
+	}
+	push("000000020000000000000004", segment42("000000020000000000000004"))
+	if err := a.FetchWAL(ctx, "000000020000000000000004", dest); err != nil {
+		t.Errorf("the new timeline's copy: %v", err)
 	}
 }

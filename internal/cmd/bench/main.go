@@ -441,6 +441,11 @@ func runFaults(ctx context.Context, c *testcluster.Cluster, v variant, fs []faul
 				if err := upCluster(ctx, c, v); err != nil {
 					return err
 				}
+				// Down removed the CA file the clients' DSN names: the
+				// same token makes the same CA, written again.
+				if _, err := c.CAFile(); err != nil {
+					return err
+				}
 			}
 		}
 	}
