@@ -88,3 +88,29 @@ func TestRenderRestore(t *testing.T) {
 		t.Errorf("the directory target is not mounted: %+v", spec.HostConfig.Mounts)
 	}
 }
+
+func TestBackupSettingsFileComesAndGoes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the file is chowned to the container's postgres")
+	}
+	dir := t.TempDir()
+	cfg := testConfig(t, "--backup-target=file://"+dir, "--data-dir="+filepath.Join(t.TempDir(), "nodeha"),
+		"--postgres-dir="+filepath.Join(t.TempDir(), "pg"), "--log-dir="+filepath.Join(t.TempDir(), "log"))
+	file, _ := spilo.Render(cfg)
+	if err := spilo.PrepareHost(cfg, file); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(cfg.SpiloDir(), "backup", "settings.json")
+	if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("settings.json: %v %v", fi, err)
+	}
+	if fi, err := os.Stat(filepath.Join(cfg.SpiloDir(), "bin", "nodeha")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("the binary for the container: %v %v", fi, err)
+	}
+	if err := spilo.RemoveBackupSecrets(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Errorf("settings.json is still there: %v", err)
+	}
+}

@@ -114,10 +114,7 @@ func PrepareHost(cfg *config.Config, file []byte) error {
 func writeBackup(cfg *config.Config) error {
 	dir := filepath.Join(cfg.SpiloDir(), "backup")
 	if cfg.Backup == nil {
-		if err := os.Remove(filepath.Join(dir, "settings.json")); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("spilo: %w", err)
-		}
-		return nil
+		return RemoveBackupSecrets(cfg)
 	}
 	if err := ensureDir(hostDir{dir, 0o700, true}, cfg.PostgresUID, cfg.PostgresGID); err != nil {
 		return err
@@ -136,6 +133,16 @@ func writeBackup(cfg *config.Config) error {
 		_ = os.Lchown(u.Path, cfg.PostgresUID, cfg.PostgresGID)
 	}
 	return installBinary(filepath.Join(cfg.SpiloDir(), "bin"))
+}
+
+// RemoveBackupSecrets deletes the archive's settings file (credentials and
+// key) from DATA_DIR/spilo/backup, as a host that leaves does.
+func RemoveBackupSecrets(cfg *config.Config) error {
+	err := os.Remove(filepath.Join(cfg.SpiloDir(), "backup", "settings.json"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("spilo: %w", err)
+	}
+	return nil
 }
 
 // installBinary copies the running nodeha to dir/nodeha when it differs.

@@ -143,6 +143,13 @@ func (m *members) Leave(ctx context.Context) (string, error) {
 		return fail(err)
 	}
 	steps = append(steps, fmt.Sprintf("removed etcd member %x", id))
+	// The backup target's credentials and key go with the host: a host
+	// that left has no business with the archive (a join writes them again).
+	if err := spilo.RemoveBackupSecrets(cfg); err != nil {
+		m.log.Warn("leave: could not delete the backup settings", "err", err)
+	} else if cfg.Backup != nil {
+		steps = append(steps, "deleted the backup credentials given to the container")
+	}
 	m.log.Warn("left the cluster", "steps", strings.Join(steps, "; "))
 	return fmt.Sprintf("%s left the cluster: %s.\nNothing was deleted: PostgreSQL's data is in %s, etcd's old data in %s.\nTo come back: nodeha join --peers HOST (the old etcd data is then moved aside).",
 		cfg.Name, strings.Join(steps, "; "), cfg.PostgresDir, cfg.EtcdDir()), nil
