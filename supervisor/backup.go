@@ -336,10 +336,8 @@ func (n *Node) Restore(ctx context.Context, name, to string, latest bool) (strin
 		}
 		target = t
 	}
-	if (to != "") == latest || (latest && name != "") {
-		if !(to == "" && !latest && name != "") {
-			return "", errors.New("restore: give one of --to TIME, --latest or --backup NAME (--backup may go with --to)")
-		}
+	if latest && (to != "" || name != "") || !latest && to == "" && name == "" {
+		return "", errors.New("restore: give one of --to TIME, --latest or --backup NAME (--backup may go with --to)")
 	}
 	// Only backups on the way to the newest timeline: one taken on a
 	// branch an earlier restore left is not this cluster's past.
