@@ -48,7 +48,8 @@ func partKey(name string, i int) string {
 // succeeded (pg_basebackup's exit); only then is backup.json written: a
 // backup exists once every part is stored and its maker said it is whole.
 func (a *Archive) PushBackup(ctx context.Context, stream io.Reader, info Info, ended func() error) (Info, error) {
-	if info.SystemID != "" {
+	claimed := info.SystemID != ""
+	if claimed {
 		// Before the first part: another cluster's backup leaves nothing.
 		sysid, _ := strconv.ParseUint(info.SystemID, 10, 64)
 		if err := a.claim(ctx, sysid); err != nil {
@@ -132,7 +133,7 @@ func (a *Archive) PushBackup(ctx context.Context, stream io.Reader, info Info, e
 	if info.StartLSN == "" {
 		return info, errors.New("backup: the base backup has no backup_label")
 	}
-	if info.SystemID != "" {
+	if !claimed && info.SystemID != "" { // read from pg_control on the way
 		sysid, _ := strconv.ParseUint(info.SystemID, 10, 64)
 		if err := a.claim(ctx, sysid); err != nil {
 			return info, err
